@@ -1,0 +1,1 @@
+"""Command-line interface: `layerwise <command>`; each command module is thin."""

@@ -1,0 +1,95 @@
+"""`layerwise layers`: the block table of a model and what a selection resolves to (a dry run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from layerwise.cli.main import add_model_args
+from layerwise.errors import LayerwiseError
+
+NAME = "layers"
+HELP = "show a model's blocks and what a layer selection resolves to (nothing is trained)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--select", metavar="SPEC", default=None,
+                   help="layer selection, e.g. 20%%-80%%, mid:4, 8-11:mlp, -4-, embed,head "
+                        "(see docs/selection.md)")
+    p.add_argument("--export", choices=("axolotl", "peft"), default=None,
+                   help="print the selection as Axolotl unfrozen_parameters YAML or PEFT "
+                        "LoraConfig kwargs (JSON) instead of the table")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table for people, json for programs")
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help="write the result to FILE instead of stdout")
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    path = Path(output)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise LayerwiseError(f"cannot write {path}: {exc}") from exc
+
+
+def _as_json(loaded, layers, summary, selection) -> str:
+    return json.dumps({
+        "model": loaded.source,
+        "model_type": layers.model_type,
+        "num_blocks": layers.num_blocks,
+        "blocks_path": layers.blocks_path,
+        "head_tied": layers.head_tied,
+        "total_parameters": summary.total,
+        "trainable_parameters": summary.trainable,
+        "rows": [
+            {"part": r.label, "block": r.block, "parameters": r.total, "trainable": r.trainable,
+             "tensors": r.tensors, "note": r.note}
+            for r in summary.rows
+        ],
+        "selection": None if selection is None else {
+            "spec": selection.spec, "blocks": list(selection.blocks), "parts": list(selection.parts),
+            "parameter_names": sorted(selection.names),
+        },
+    }, indent=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerwise.models import discover_layers, load_model
+    from layerwise.reporting.tables import layer_table
+    from layerwise.selection import resolve_selection, summarize, to_axolotl_yaml, to_peft_kwargs
+
+    if args.export and not args.select:
+        raise LayerwiseError("--export needs a selection: add --select SPEC (e.g. --select 20%-80%)")
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed,
+                        trust_remote_code=args.trust_remote_code)
+    layers = discover_layers(loaded.model)
+    selection = resolve_selection(layers, args.select) if args.select else None
+    summary = summarize(loaded.model, layers, selection)
+
+    if args.export == "axolotl":
+        text = to_axolotl_yaml(selection, loaded.model, layers)
+    elif args.export == "peft":
+        try:
+            kwargs, uncovered = to_peft_kwargs(selection, loaded.model, layers)
+        except ValueError as exc:
+            raise LayerwiseError(str(exc)) from exc
+        if uncovered:
+            print(f"layerwise: note: LoRA cannot adapt {len(uncovered)} selected tensors (norms, "
+                  f"biases...), e.g. {uncovered[0]}; train them with a full selection",
+                  file=sys.stderr)
+        text = json.dumps(kwargs, indent=2)
+    elif args.format == "json":
+        text = _as_json(loaded, layers, summary, selection)
+    else:
+        text = layer_table(loaded.source, layers, summary, selection)
+    _emit(text, args.output)
+    return 0

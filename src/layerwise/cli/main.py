@@ -1,0 +1,97 @@
+"""The `layerwise` command: parse, call one library function per subcommand, print.
+
+Results go to stdout (or files), progress and logs to stderr. A `LayerwiseError` becomes one line
+on stderr and exit code 2, with no traceback; so does a bad flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from layerwise import __version__
+from layerwise.errors import LayerwiseError
+
+log = logging.getLogger("layerwise")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that loads a model shares."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=None, metavar="M",
+                   help="HF id, local checkpoint dir, .gguf file, tiny:<family>, or omit for the "
+                        "embedded SmolLM2-135M-Instruct")
+    g.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), "
+                   "float32, bfloat16, float16")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--seed", type=int, default=0, help="seed for random init and sampling")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code from the Hub (off by default)")
+
+
+def add_data_args(parser: argparse.ArgumentParser, seq_len: int = 512, num_seqs: int = 8) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", default=None, metavar="D",
+                   help=".txt or .jsonl file, an HF dataset (hf:NAME[:CONFIG][@SPLIT]), or omit "
+                        "for the embedded CPython reference text")
+    g.add_argument("--text-field", default="text", help="field holding the text in .jsonl / HF data")
+    g.add_argument("--seq-len", type=int, default=seq_len, help="tokens per window")
+    g.add_argument("--num-seqs", type=int, default=num_seqs, help="number of windows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from layerwise.cli import data_cmd, layers_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="layerwise",
+        description="Which transformer layers matter, and what happens if you train only those.",
+    )
+    parser.add_argument("--version", action="version", version=f"layerwise {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (layers_cmd, data_cmd):
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+        format="layerwise: %(message)s",
+    )
+    # Library chatter that says nothing to a layerwise user.
+    for noisy in ("transformers", "datasets", "huggingface_hub", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    _configure_logging(args.quiet)
+    try:
+        return int(args.run(args) or 0)
+    except LayerwiseError as exc:
+        print(f"layerwise: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("layerwise: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Scoring a model: perplexity on token windows (task accuracy comes with the task registry)."""
+
+from layerwise.evaluation.perplexity import perplexity
+
+__all__ = ["perplexity"]
