@@ -49,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Which transformer layers matter, and what happens if you train only those.",
     )
     parser.add_argument("--version", action="version", version=f"layerwise {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (layers_cmd, data_cmd):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
         module.add_arguments(p)
         p.set_defaults(run=module.run)
     return parser

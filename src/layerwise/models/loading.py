@@ -231,7 +231,8 @@ def load_model(
         family = spec_text.split(":", 1)[1]
         config = tiny_config(family)
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-        tokenizer, source = byte_tokenizer(), f"random {family} ({len(TINY_FAMILIES)} tiny families)"
+        tokenizer = byte_tokenizer()
+        source = f"tiny:{family} (random init from {type(config).__name__})"
     elif spec_text == "embedded":
         checkpoint = convert_gguf(embedded_gguf_path(), name="smollm2-135m-instruct")
         model, tokenizer = _load_pretrained(str(checkpoint), torch_dtype, False)

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import yaml
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from layerwise.models.arch import LayerMap
 from layerwise.selection.resolve import Selection
@@ -74,8 +75,6 @@ def to_axolotl_yaml(selection: Selection, model: nn.Module, layers: LayerMap) ->
 
 def _lora_modules(model: nn.Module, selection: Selection) -> tuple[dict[str, nn.Module], set[str]]:
     """Modules LoRA can adapt whose weight is selected, and the selected names LoRA cannot cover."""
-    from transformers.pytorch_utils import Conv1D
-
     adaptable = (nn.Linear, nn.Embedding, Conv1D)
     modules, covered = {}, set()
     names = {id(p): n for n, p in model.named_parameters()}
@@ -106,6 +105,8 @@ def to_peft_kwargs(selection: Selection, model: nn.Module, layers: LayerMap) -> 
     full-match regex in `target_modules`, which PEFT applies with `re.fullmatch`.
     """
     wanted, uncovered = _lora_modules(model, selection)
+    # GPT-2 style Conv1D stores weights transposed; PEFT needs to be told (it warns otherwise).
+    extra = {"fan_in_fan_out": True} if wanted and all(isinstance(m, Conv1D) for m in wanted.values()) else {}
     if not wanted:
         raise ValueError(
             f"selection '{selection.spec}' contains no module LoRA can adapt "
@@ -119,6 +120,7 @@ def to_peft_kwargs(selection: Selection, model: nn.Module, layers: LayerMap) -> 
             "target_modules": local,
             "layers_to_transform": sorted({int(m[len(prefix):].split(".")[0]) for m in in_blocks}),
             "layers_pattern": layers.blocks_path.rsplit(".", 1)[-1],
+            **extra,
         }
         if _peft_targets(kwargs, model) == set(wanted):
             return kwargs, sorted(uncovered)
@@ -134,7 +136,7 @@ def to_peft_kwargs(selection: Selection, model: nn.Module, layers: LayerMap) -> 
         re.escape(prefix) + "(" + "|".join(map(str, idx)) + ")\\.(" + "|".join(map(re.escape, rests)) + ")"
         for rests, idx in grouped.items()
     ] + [re.escape(m) for m in sorted(set(wanted) - in_blocks)]
-    kwargs = {"target_modules": "^(" + "|".join(alternatives) + ")$"}
+    kwargs = {"target_modules": "^(" + "|".join(alternatives) + ")$", **extra}
     got = _peft_targets(kwargs, model)
     if got != set(wanted):
         raise AssertionError(f"peft export mismatch: {sorted(got ^ set(wanted))[:3]}")

@@ -1,0 +1,74 @@
+"""Exports, checked the way the consuming tool reads them, for every tiny family."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from layerwise.models import discover_layers
+from layerwise.selection import resolve_selection, to_axolotl_yaml, to_peft_kwargs
+
+SPECS = ["1", "1-2", "0,3:mlp", "mid:2:attn", "1:mlp+2:attn", "embed,norm", "-1:norms+0", "all"]
+
+
+def axolotl_unfrozen(patterns: list[str], model: nn.Module) -> set[str]:
+    """Axolotl's freeze_layers_except rule: '.' not followed by '+' is literal; re.match."""
+    compiled = [re.compile(re.sub(r"\.(?!\+)", r"\\.", p)) for p in patterns]
+    return {n for n, _ in model.named_parameters() if any(c.match(n) for c in compiled)}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_axolotl_yaml_unfreezes_exactly_the_selection(tiny, spec):
+    layers = discover_layers(tiny.model)
+    selection = resolve_selection(layers, spec)
+    document = yaml.safe_load(to_axolotl_yaml(selection, tiny.model, layers))
+    patterns = document["unfrozen_parameters"]
+    assert all(p.startswith("^") and p.endswith("$") for p in patterns)
+    assert axolotl_unfrozen(patterns, tiny.model) == selection.names
+
+
+def lora_capable(model: nn.Module, names: frozenset[str]) -> set[str]:
+    ids = {id(p): n for n, p in model.named_parameters()}
+    return {
+        m for m, mod in model.named_modules()
+        if isinstance(mod, (nn.Linear, nn.Embedding, Conv1D)) and ids.get(id(mod.weight)) in names
+    }
+
+
+@pytest.mark.parametrize("spec", SPECS + ["2:q_proj,v_proj", "head"])
+def test_peft_kwargs_adapt_exactly_the_selected_modules(tiny, spec):
+    layers = discover_layers(tiny.model)
+    try:
+        selection = resolve_selection(layers, spec)
+    except Exception:
+        pytest.skip(f"{spec} does not apply to {layers.model_type}")
+    kwargs, uncovered = to_peft_kwargs(selection, tiny.model, layers)
+    peft_model = get_peft_model(copy.deepcopy(tiny.model), LoraConfig(r=2, **kwargs))
+    adapted = {
+        n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+        if hasattr(m, "lora_A") and len(m.lora_A) > 0
+    }
+    expected = lora_capable(tiny.model, selection.names)
+    ids = {id(p): n for n, p in tiny.model.named_parameters()}
+    assert adapted == expected
+    # Whatever LoRA cannot adapt (norms, biases, fused experts) is reported, not dropped.
+    covered = {ids[id(tiny.model.get_submodule(m).weight)] for m in expected}
+    assert set(uncovered) == set(selection.names) - covered
+    if isinstance(kwargs["target_modules"], list):
+        prefix = layers.blocks_path + "."
+        with_lora = sorted({int(m[len(prefix):].split(".")[0]) for m in expected})
+        assert kwargs["layers_to_transform"] == with_lora
+        assert kwargs["layers_pattern"] == layers.blocks_path.rsplit(".", 1)[-1]
+
+
+def test_list_form_is_used_for_plain_block_ranges(tiny):
+    layers = discover_layers(tiny.model)
+    kwargs, _ = to_peft_kwargs(resolve_selection(layers, "1-2"), tiny.model, layers)
+    assert isinstance(kwargs["target_modules"], list)
+    assert kwargs["layers_to_transform"] == [1, 2]
