@@ -52,7 +52,7 @@ def test_peft_kwargs_adapt_exactly_the_selected_modules(tiny, spec):
     peft_model = get_peft_model(copy.deepcopy(tiny.model), LoraConfig(r=2, **kwargs))
     adapted = {
         n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
-        if hasattr(m, "lora_A") and len(m.lora_A) > 0
+        if len(getattr(m, "lora_A", ())) or len(getattr(m, "lora_embedding_A", ()))
     }
     expected = lora_capable(tiny.model, selection.names)
     ids = {id(p): n for n, p in tiny.model.named_parameters()}

