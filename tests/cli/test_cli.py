@@ -108,3 +108,9 @@ def test_not_a_causal_lm(capsys, tmp_path):
     config = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32)
     transformers.DistilBertModel(config).save_pretrained(tmp_path)
     _one_line_error(*run(capsys, "layers", "--model", str(tmp_path)), r"is not a causal LM")
+
+
+def test_negative_selection_after_a_space(capsys):
+    # '-2-' starts with '-': argparse alone would take it for an option.
+    code, out, _ = run(capsys, "layers", "--model", "tiny:llama", "--select", "-2-", "--format", "json")
+    assert code == 0 and json.loads(out)["selection"]["blocks"] == [2, 3]

@@ -76,8 +76,27 @@ def _configure_logging(quiet: bool) -> None:
         pass
 
 
+# Flags whose value is a selection spec; '-4-' (the last four blocks) starts with '-', which
+# argparse would take for an option, so `--select -4-` is rewritten to `--select=-4-`.
+SELECTION_FLAGS = ("--select",)
+
+
+def _join_selection_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in SELECTION_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = _join_selection_values(list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its one-line usage error

@@ -80,9 +80,13 @@ def _lora_modules(model: nn.Module, selection: Selection) -> tuple[dict[str, nn.
     names = {id(p): n for n, p in model.named_parameters()}
     for mod_name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, adaptable) and weight is not None and names.get(id(weight)) in selection.names:
+        if not isinstance(module, adaptable) or weight is None:
+            continue
+        name = names.get(id(weight))
+        # A tied head shares the embedding's weight: adapt that tensor once, where it first appears.
+        if name in selection.names and name not in covered:
             modules[mod_name] = module
-            covered.add(names[id(weight)])
+            covered.add(name)
     return modules, set(selection.names) - covered
 
 
