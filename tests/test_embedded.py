@@ -52,3 +52,15 @@ def test_perplexity_on_wikitext_is_sane(embedded):
     windows = token_windows(embedded.tokenizer, load_corpus(str(shared_file("wikitext2_test.txt"))),
                             seq_len=256, num_seqs=2, max_context=embedded.context_length)
     assert perplexity(embedded.model, windows) == pytest.approx(22.46, rel=0.02)
+
+
+def test_a_gguf_path_loads_through_the_same_conversion(embedded):
+    from layerwise.models import load_model
+    from layerwise.models.loading import embedded_gguf_path
+
+    path = embedded_gguf_path()
+    loaded = load_model(str(path))
+    assert loaded.source == str(path) and loaded.num_parameters == 134_515_008
+    a = dict(embedded.model.named_parameters())["model.layers.7.mlp.up_proj.weight"]
+    b = dict(loaded.model.named_parameters())["model.layers.7.mlp.up_proj.weight"]
+    assert torch.equal(a, b)

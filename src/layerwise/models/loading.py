@@ -234,7 +234,7 @@ def load_model(
         tokenizer = byte_tokenizer()
         source = f"tiny:{family} (random init from {type(config).__name__})"
     elif spec_text == "embedded":
-        checkpoint = convert_gguf(embedded_gguf_path(), name="smollm2-135m-instruct")
+        checkpoint = convert_gguf(embedded_gguf_path())
         model, tokenizer = _load_pretrained(str(checkpoint), torch_dtype, False)
         source = EMBEDDED_NAME
     elif spec_text.endswith(".gguf"):
