@@ -109,13 +109,13 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def convert_gguf(gguf: Path, name: str | None = None) -> Path:
+def convert_gguf(gguf: Path) -> Path:
     """Dequantize a GGUF file once into a plain safetensors checkpoint in the cache; return its dir.
 
     The conversion is written to a temporary directory and renamed into place, so a run killed
     mid-way never leaves a half-written checkpoint that looks complete.
     """
-    target = cache_dir() / "gguf" / f"{name or gguf.stem}-{_fingerprint(gguf)}"
+    target = cache_dir() / "gguf" / f"{gguf.stem}-{_fingerprint(gguf)}"
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors in %s (once)", gguf, target)

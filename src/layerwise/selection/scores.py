@@ -3,8 +3,9 @@
 Accepted files (written by `layerwise diagnose` and `layerwise sweep`, or by hand):
 - JSON: ``{"layers": [{"index": 0, "metric": 1.2, ...}, ...]}``, or that list alone;
 - CSV with a header that has an ``index`` column.
-Records may name the block ``index``, ``block`` or ``layer``. Higher means more important for every
-layerwise metric, so `top:K` takes the K largest values and `bottom:K` the K smallest. A record whose
+Records may name the block ``index``, ``block`` or ``layer``. `top:K` takes the K most important
+blocks: the largest values, unless the file's ``metrics`` section marks the field as "higher = less
+important" (``linear_r2`` in diagnostics.json), then the smallest. `bottom:K` takes the opposite. A record whose
 value is missing, NaN or infinite is left out of the ranking (and logged), never ranked silently.
 """
 
@@ -23,7 +24,8 @@ _INDEX_KEYS = ("index", "block", "layer")
 _DEFAULT_METRICS = ("score", "contribution", "contribution_mean")
 
 
-def _records(path: Path) -> list[dict]:
+def _records(path: Path) -> tuple[list[dict], dict[str, bool | None]]:
+    """(per-block records, field -> "higher is more important?" where the file declares it)."""
     if not path.is_file():
         raise LayerwiseError(f"result file {path} does not exist (used by top:K@FILE)")
     try:
@@ -31,32 +33,38 @@ def _records(path: Path) -> list[dict]:
     except (OSError, UnicodeDecodeError) as exc:
         raise LayerwiseError(f"cannot read result file {path}: {exc}") from exc
     if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines()))
+        return list(csv.DictReader(text.splitlines())), {}
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LayerwiseError(f"result file {path} is not valid JSON: {exc}") from exc
+    orientation: dict[str, bool | None] = {}
     if isinstance(data, dict):
+        for entry in (data.get("metrics") or {}).values():
+            if isinstance(entry, dict) and isinstance(entry.get("fields"), dict):
+                orientation.update(entry["fields"])
         data = data.get("layers", data.get("blocks"))
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise LayerwiseError(
             f"result file {path} has no per-block records: expected {{'layers': [{{'index': ..., "
             "METRIC: ...}}]}} or a CSV with an 'index' column"
         )
-    return data
+    return data, orientation
 
 
 def _number(value) -> float | None:
     try:
-        return float(value)
+        return float(value)  # also parses the strings "nan", "inf" that diagnostics.json uses
     except (TypeError, ValueError):
         return None
 
 
 def read_block_scores(path: str | Path, metric: str | None) -> tuple[str, dict[int, float]]:
-    """(metric used, {block index: finite score}) from a result file."""
+    """(metric used, {block index: importance score}) from a result file: finite values only,
+    negated where the file marks the metric as "higher = less important", so that larger is
+    always more important."""
     path = Path(path)
-    records = _records(path)
+    records, orientation = _records(path)
     if not records:
         raise LayerwiseError(f"result file {path} has no records")
     index_key = next((k for k in _INDEX_KEYS if k in records[0]), None)
@@ -86,4 +94,6 @@ def read_block_scores(path: str | Path, metric: str | None) -> tuple[str, dict[i
             log.warning("block %d has no finite %s in %s; left out of the ranking", index, metric, path)
             continue
         scores[int(index)] = value
+    if orientation.get(metric) is False:
+        scores = {i: -v for i, v in scores.items()}
     return metric, scores

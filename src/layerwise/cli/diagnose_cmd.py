@@ -1,0 +1,143 @@
+"""`layerwise diagnose`: a per-block importance profile of a model on a text, by every metric."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from layerwise.cli.main import add_data_args, add_model_args
+from layerwise.errors import LayerwiseError
+
+NAME = "diagnose"
+HELP = "per-block importance profile: removal, manipulations, representation, weight and gradient metrics"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from exc
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    add_data_args(p, seq_len=256, num_seqs=4)
+    g = p.add_argument_group("metrics")
+    g.add_argument("--metrics", default="default", metavar="LIST",
+                   help="comma list of metrics, 'default' (all but recovery and prune) or 'all'; "
+                        "run --list-metrics to see them")
+    g.add_argument("--list-metrics", action="store_true", help="list the metrics and exit")
+    g.add_argument("--alpha", type=_floats, default=(0.9,), metavar="A[,A...]",
+                   help="scale factors for 'scale' (default 0.9)")
+    g.add_argument("--noise-fraction", type=float, default=0.5,
+                   help="noise std as a fraction of each matrix's std, for 'noise' and 'recovery'")
+    g.add_argument("--max-run", type=int, default=4,
+                   help="longest run of consecutive blocks for 'angular' and 'block-influence'")
+    g.add_argument("--ridge", type=float, default=1e-3, help="relative ridge strength for 'linear-r2'")
+    g.add_argument("--recovery-blocks", metavar="SPEC", default=None,
+                   help="blocks for 'recovery' as a selection (default: all; it is costly)")
+    g.add_argument("--recovery-tolerance", type=float, default=5.0,
+                   help="'recovery': back within this %% of the intact perplexity")
+    g.add_argument("--recovery-max-steps", type=int, default=200)
+    g.add_argument("--recovery-lr", type=float, default=1e-4)
+    g.add_argument("--recovery-eval-every", type=int, default=5)
+    g.add_argument("--prune-blocks", type=int, default=None,
+                   help="'prune': number of blocks to remove greedily (default: a quarter)")
+    g.add_argument("--save", metavar="DIR", default=None,
+                   help="with 'prune': write the pruned model as an HF checkpoint to DIR")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="write diagnostics.json, diagnostics.csv, plots and report.html to DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _list_metrics() -> int:
+    from layerwise.diagnostics.registry import resolve_metrics
+
+    for spec in resolve_metrics("all"):
+        flag = "" if spec.default else "  (opt-in)"
+        print(f"{spec.name:<15} {', '.join(spec.fields)}{flag}\n{'':<15} {spec.help}")
+    return 0
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_table(diag: dict) -> str:
+    """Per-block view for the terminal: every field except raw perplexities (their % change is
+    shown); the files in --out hold everything."""
+    fields = [f for m in diag["metrics"].values() for f in m["fields"] if not f.endswith("_perplexity")]
+    lines = [
+        f"model {diag['model']} | data {diag['data']} | {diag['windows']['num_seqs']} x "
+        f"{diag['windows']['seq_len']} tokens | baseline perplexity {diag['baseline_perplexity']:.4f}",
+        "",
+        "block " + " ".join(f"{f:>{max(len(f), 9)}}" for f in fields),
+    ]
+    for row in diag["layers"]:
+        lines.append(f"{row['index']:>5} " + " ".join(
+            f"{_fmt(row.get(f)):>{max(len(f), 9)}}" for f in fields))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_metrics:
+        return _list_metrics()
+    from layerwise.data import load_corpus, token_windows
+    from layerwise.diagnostics.context import DiagnosticContext, DiagnosticOptions
+    from layerwise.diagnostics.registry import resolve_metrics
+    from layerwise.diagnostics.runner import run_diagnostics, write_outputs
+    from layerwise.models import discover_layers, load_model
+    from layerwise.selection import resolve_selection
+
+    metrics = resolve_metrics(args.metrics)
+    if args.save and "prune" not in [m.name for m in metrics]:
+        raise LayerwiseError("--save writes the pruned model: add 'prune' to --metrics")
+    options_kw = dict(
+        alphas=args.alpha, noise_fraction=args.noise_fraction, max_run=args.max_run,
+        ridge=args.ridge, recovery_tolerance_pct=args.recovery_tolerance,
+        recovery_max_steps=args.recovery_max_steps, recovery_lr=args.recovery_lr,
+        recovery_eval_every=args.recovery_eval_every, prune_blocks=args.prune_blocks,
+        batch_size=args.batch_size, seed=args.seed,
+    )
+    DiagnosticOptions(**options_kw)  # refuse bad knobs before loading anything
+    if args.save and Path(args.save).exists() and any(Path(args.save).iterdir()):
+        raise LayerwiseError(f"--save {args.save} already exists and is not empty; choose a new directory")
+
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed,
+                        trust_remote_code=args.trust_remote_code)
+    layers = discover_layers(loaded.model)
+    if layers.num_blocks < 2 and any(m.name in ("removal", "prune") for m in metrics):
+        raise LayerwiseError(
+            f"the model has {layers.num_blocks} block: removing it would leave no block"
+        )
+    if args.recovery_blocks is not None:
+        options_kw["recovery_blocks"] = resolve_selection(layers, args.recovery_blocks).blocks
+    corpus = load_corpus(args.data, args.text_field)
+    windows = token_windows(loaded.tokenizer, corpus, args.seq_len, args.num_seqs,
+                            loaded.context_length)
+    ctx = DiagnosticContext(model=loaded.model, layers=layers, windows=windows,
+                            options=DiagnosticOptions(**options_kw),
+                            progress=not args.no_progress and not args.quiet)
+    diag = run_diagnostics(ctx, metrics, loaded.source, corpus.source)
+    print(summary_table(diag))
+    if args.out:
+        written = write_outputs(diag, Path(args.out))
+        print(f"\nwrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
+    if args.save:
+        from layerwise.diagnostics.prune import save_pruned
+
+        order = diag["metrics"]["prune"]["extra"]["order"]
+        path = save_pruned(loaded.model, loaded.tokenizer, layers, order, Path(args.save))
+        print(f"wrote the model without blocks {sorted(order)} to {path}", file=sys.stderr)
+    return 0
