@@ -81,15 +81,7 @@ def _one_line_error(code, out, err, pattern):
     ],
 )
 def test_errors_are_one_line_exit_2(capsys, argv, pattern):
-    code, out, err = run(capsys, *argv)
-    if argv[0] in ("layers", "data") and "--select" in argv and argv[-1] == "--select":
-        assert code == 2  # argparse prints usage + error; its last line names the problem
-        assert re.search(pattern, err.strip().splitlines()[-1])
-        return
-    if argv[0] == "nosuchcommand":
-        assert code == 2 and re.search(pattern, err)
-        return
-    _one_line_error(code, out, err, pattern)
+    _one_line_error(*run(capsys, *argv), pattern)
 
 
 def test_data_file_errors(capsys, tmp_path):

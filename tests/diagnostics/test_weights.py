@@ -1,4 +1,4 @@
-"""Weight-only metrics: Spectrum's SNR and weight-depth R^2, on constructed matrices and tiny models."""
+"""Weight-only metrics (Spectrum SNR, weight-depth R^2) on constructed matrices and tiny models."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def test_snr_metric_reports_each_matrix_and_block_means():
     model = fresh_tiny("llama")
     # block 2's q_proj (64 x 64): S = 10, 2 (x31), 1 (x32). Quartiles at positions 15.75 and 47.25
     # are 1 and 2: sigma = 1/1.349, beta = 1, tau = 1.483 -> signal 10 + 62 = 72, noise 32.
-    set_block_param(model, 2, "self_attn.q_proj.weight", with_singular_values([10] + [2] * 31 + [1] * 32, 64, 64))
+    constructed = with_singular_values([10] + [2] * 31 + [1] * 32, 64, 64)
+    set_block_param(model, 2, "self_attn.q_proj.weight", constructed)
     # block 1's o_proj: orthogonal, SNR inf, so block 1's mean is inf (reported as it is).
     set_block_param(model, 1, "self_attn.o_proj.weight", torch.linalg.qr(torch.randn(64, 64))[0])
     result = weights.snr_metric(context(model))

@@ -44,12 +44,13 @@ def add_data_args(parser: argparse.ArgumentParser, seq_len: int = 512, num_seqs:
 def build_parser() -> argparse.ArgumentParser:
     from layerwise.cli import data_cmd, diagnose_cmd, layers_cmd
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="layerwise",
         description="Which transformer layers matter, and what happens if you train only those.",
     )
     parser.add_argument("--version", action="version", version=f"layerwise {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=OneLineParser)
     for module in (layers_cmd, diagnose_cmd, data_cmd):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
@@ -76,9 +77,16 @@ def _configure_logging(quiet: bool) -> None:
         pass
 
 
-# Flags whose value is a selection spec; '-4-' (the last four blocks) starts with '-', which
-# argparse would take for an option, so `--select -4-` is rewritten to `--select=-4-`.
-SELECTION_FLAGS = ("--select",)
+# Flags whose value may start with '-' (a selection such as '-4-', the last four blocks, or a
+# list of numbers): argparse would take it for an option, so `--select -4-` becomes `--select=-4-`.
+SELECTION_FLAGS = ("--select", "--recovery-blocks", "--alpha")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (the full usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _join_selection_values(argv: list[str]) -> list[str]:

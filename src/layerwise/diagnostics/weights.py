@@ -68,8 +68,11 @@ def matrix_snrs(weight: torch.Tensor) -> list[float]:
 
 
 def has_spectrum(param: torch.Tensor) -> bool:
-    """A matrix (or stack of them) with at least two singular values: a 1 x n "matrix" is a vector,
-    its single singular value has no noise bulk to compare against, and its SNR would always be inf."""
+    """A matrix (or stack of them) with at least two singular values.
+
+    A 1 x n "matrix" is a vector: its single singular value has no noise bulk to compare against,
+    and its SNR would always be inf.
+    """
     return param.dim() >= 2 and min(param.shape[-2:]) >= 2
 
 
@@ -108,7 +111,10 @@ def snr_metric(ctx: DiagnosticContext) -> MetricResult:
         block_snr.append(mean(values))
     return MetricResult(
         per_block={"snr": block_snr},
-        extra={"per_matrix": per_matrix, "per_module_type": {t: mean(v) for t, v in by_type.items()}},
+        extra={
+            "per_matrix": per_matrix,
+            "per_module_type": {t: mean(v) for t, v in by_type.items()},
+        },
         summary={
             "matrices": len(per_matrix),
             "infinite": sum(math.isinf(m["snr"]) for m in per_matrix),
@@ -183,8 +189,9 @@ def depth_squared_residuals(tensors: list[torch.Tensor], operators: torch.Tensor
     total = torch.zeros(4, n, dtype=torch.float64)
     for start in range(0, flat[0].numel(), chunk):
         y = torch.stack([f[start:start + chunk] for f in flat]).float()  # (L, P_chunk)
-        # Every operator maps a constant to 0, so centring first changes nothing in exact arithmetic;
-        # in float32 it keeps a tensor that is the same in every block (norms at init) at exactly 0.
+        # Every operator maps a constant to 0, so centring first changes nothing in exact
+        # arithmetic; in float32 it keeps a tensor that is the same in every block (norms at
+        # init) at exactly 0.
         y = y - y.mean(dim=0)
         residuals = ops @ y  # (4, L, P_chunk)
         total += residuals.square().sum(-1).double().cpu()
@@ -196,11 +203,14 @@ def r_squared(sse: float, sst: float) -> float:
     return 1.0 - sse / sst if sst > 0 else math.nan
 
 
-def weight_depth_r2(layers: LayerMap, degree: int = DEPTH_DEGREE, ridge: float = DEPTH_RIDGE) -> MetricResult:
+def weight_depth_r2(
+    layers: LayerMap, degree: int = DEPTH_DEGREE, ridge: float = DEPTH_RIDGE
+) -> MetricResult:
     """Ridge regression of every weight entry on a polynomial of depth; see the module docstring."""
     n = layers.num_blocks
     fitted, skipped = depth_tensor_types(layers.blocks)
-    summary = {"degree": degree, "ridge": ridge, "tensor_types": len(fitted), "skipped_types": skipped}
+    summary = {"degree": degree, "ridge": ridge, "tensor_types": len(fitted),
+               "skipped_types": skipped}
     if n < 3:
         summary.update(r2_global=math.nan, r2_chance=math.nan,
                        note=f"needs at least 3 blocks to fit on depth, the model has {n}")
