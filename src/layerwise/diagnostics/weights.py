@@ -218,10 +218,15 @@ def weight_depth_r2(
     operators = depth_residual_operators(n, degree, ridge)
     params = [dict(block.named_parameters()) for block in layers.blocks]
     pooled = torch.zeros(4, n, dtype=torch.float64)
+    rms_sse = rms_sst = 0.0
     per_type: dict[str, float] = {}
     entries = 0
     for local in fitted:
         tensors = [p[local] for p in params]
+        # A coarser reading of "weight predictability": the RMS of each tensor type over depth.
+        rms = torch.stack([t.detach().float().pow(2).mean().sqrt().cpu() for t in tensors]).double()
+        rms_sse += (operators[0] @ rms).square().sum().item()
+        rms_sst += (operators[1] @ rms).square().sum().item()
         sq = depth_squared_residuals(tensors, operators)
         per_type[local] = r_squared(sq[0].sum().item(), sq[1].sum().item())
         pooled += sq
@@ -233,6 +238,9 @@ def weight_depth_r2(
         # E[R^2] of an OLS fit of pure noise with `degree` predictors on L samples: the floor
         # that r2_global has to beat before it says anything about depth
         r2_chance=degree / (n - 1),
+        # the same fit on each tensor type's per-block RMS (one number per block and type):
+        # scales and norms drift smoothly with depth even where individual entries do not
+        r2_rms=r_squared(rms_sse, rms_sst),
         entries_per_block=entries,
     )
     return MetricResult(per_block={"weight_depth_r2": loo}, extra={"per_module_type": per_type},
