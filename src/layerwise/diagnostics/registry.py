@@ -67,21 +67,25 @@ def register_metric(name: str, fields: dict[str, bool | None], help: str, defaul
 
 
 def resolve_metrics(names: str | list[str] | None) -> list[MetricSpec]:
-    """The metrics named in a comma list (or the default profile); unknown names list the valid."""
+    """The metrics named in a comma list, in run order; 'default' (everything but the opt-in
+    metrics) and 'all' may appear in the list. Unknown names list the valid ones."""
     _load_builtin_metrics()
     ordered = sorted(METRICS.values(), key=lambda m: ORDER.index(m.name) if m.name in ORDER else len(ORDER))
-    if names is None or names == "" or names == "default":
-        return [m for m in ordered if m.default]
-    if names == "all":
-        return ordered
-    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    groups = {"default": [m.name for m in ordered if m.default], "all": [m.name for m in ordered]}
+    if names is None or names == "":
+        names = "default"
+    wanted: list[str] = []
+    for name in (names.split(",") if isinstance(names, str) else names):
+        name = name.strip()
+        wanted += groups.get(name, [name] if name else [])
     valid = ", ".join(m.name for m in ordered)
     if not wanted:
         raise LayerwiseError(f"no metric named; valid: {valid}")
     unknown = [n for n in wanted if n not in METRICS]
     if unknown:
         raise LayerwiseError(f"unknown metric '{unknown[0]}'; valid: {valid} (or 'default', 'all')")
-    return [METRICS[n] for n in dict.fromkeys(wanted)]
+    chosen = set(wanted)
+    return [m for m in ordered if m.name in chosen]
 
 
 def field_orientation() -> dict[str, bool | None]:
