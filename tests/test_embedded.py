@@ -64,3 +64,13 @@ def test_a_gguf_path_loads_through_the_same_conversion(embedded):
     a = dict(embedded.model.named_parameters())["model.layers.7.mlp.up_proj.weight"]
     b = dict(loaded.model.named_parameters())["model.layers.7.mlp.up_proj.weight"]
     assert torch.equal(a, b)
+
+
+def test_diagnose_on_the_embedded_model(tmp_path, capsys):
+    assert main(["diagnose", "--metrics", "removal,angular", "--seq-len", "64", "--num-seqs", "2",
+                 "--out", str(tmp_path), "--no-progress", "-q"]) == 0
+    diag = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert diag["num_blocks"] == 30 and diag["replayed"] is True
+    removal = [row["removal_delta_pct"] for row in diag["layers"]]
+    # Removing the first block of a trained model hurts far more than removing a middle one.
+    assert removal[0] > 100 and min(removal) < 10

@@ -54,6 +54,20 @@ def _matrices(block: nn.Module) -> list[torch.Tensor]:
     return [p for p in block.parameters() if p.dim() >= 2]
 
 
+def block_seed(ctx: DiagnosticContext, i: int) -> int:
+    """A seed per (run seed, block), so each block's random manipulation is reproducible."""
+    return ctx.options.seed * 100_003 + i
+
+
+@torch.no_grad()
+def add_noise(block: nn.Module, fraction: float, seed: int) -> None:
+    """Add N(0, (fraction * std(W))^2) to every weight matrix W of `block`, in place."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for w in _matrices(block):
+        noise = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+        w.add_(noise.to(w.device, w.dtype) * (fraction * w.float().std()).to(w.dtype))
+
+
 def _scan(ctx: DiagnosticContext, label: str, nll_for_block: Callable[[int], float]) -> list[float]:
     bar = tqdm(range(ctx.num_blocks), desc=label, unit="block", disable=not ctx.progress, leave=False)
     return [perplexity_of(nll_for_block(i)) for i in bar]
@@ -140,14 +154,9 @@ def scale_metric(ctx: DiagnosticContext) -> MetricResult:
 )
 def noise_metric(ctx: DiagnosticContext) -> MetricResult:
     fraction = ctx.options.noise_fraction
-
-    def add_noise(i, block):
-        gen = torch.Generator(device="cpu").manual_seed(ctx.options.seed * 100_003 + i)
-        for w in _matrices(block):
-            noise = torch.randn(w.shape, generator=gen, dtype=torch.float32)
-            w.add_(noise.to(w.device, w.dtype) * (fraction * w.float().std()).to(w.dtype))
-
-    ppls = manipulation_scan(ctx, "noise", add_noise)
+    ppls = manipulation_scan(
+        ctx, "noise", lambda i, block: add_noise(block, fraction, block_seed(ctx, i))
+    )
     return _result("noise", ppls, baseline_ppl(ctx), {"noise_fraction": fraction})
 
 
@@ -168,7 +177,7 @@ def reinitialise(model: nn.Module, block: nn.Module, seed: int) -> None:
 )
 def reset_metric(ctx: DiagnosticContext) -> MetricResult:
     ppls = manipulation_scan(
-        ctx, "reset", lambda i, block: reinitialise(ctx.model, block, ctx.options.seed * 100_003 + i)
+        ctx, "reset", lambda i, block: reinitialise(ctx.model, block, block_seed(ctx, i))
     )
     return _result("reset", ppls, baseline_ppl(ctx))
 

@@ -18,17 +18,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from layerwise.diagnostics.ablation import baseline_ppl, perplexity_of, restored
+from layerwise.diagnostics.ablation import add_noise, baseline_ppl, block_seed, perplexity_of, restored
 from layerwise.diagnostics.context import DiagnosticContext
 from layerwise.diagnostics.registry import MetricResult, register_metric
-
-
-def _add_noise(block, fraction: float, seed: int) -> None:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.no_grad():
-        for w in (p for p in block.parameters() if p.dim() >= 2):
-            noise = torch.randn(w.shape, generator=gen, dtype=torch.float32)
-            w.add_(noise.to(w.device, w.dtype) * (fraction * w.float().std()).to(w.dtype))
 
 
 def steps_to_recover(ctx: DiagnosticContext, i: int, target_ppl: float) -> tuple[float, list]:
@@ -39,7 +31,7 @@ def steps_to_recover(ctx: DiagnosticContext, i: int, target_ppl: float) -> tuple
     flags = [p.requires_grad for p in params]
     curve = []
     with restored(block):
-        _add_noise(block, opts.noise_fraction, opts.seed * 100_003 + i)
+        add_noise(block, opts.noise_fraction, block_seed(ctx, i))
         try:
             for p in params:
                 p.requires_grad_(False)
