@@ -38,20 +38,21 @@ def test_shared_removal_scan_equals_naive_scan(family):
 
 
 def test_manipulations_match_full_passes_and_restore_weights(ctx):
+    # No trace is taken beforehand: the first manipulation must not become the baseline.
     before = snapshot(ctx.model)
     scale = scale_metric(ctx).per_block["scale_perplexity"]
     noise = noise_metric(ctx).per_block["noise_perplexity"]
     reset = reset_metric(ctx).per_block["reset_perplexity"]
     mean = neighbour_mean_metric(ctx).per_block["neighbour_mean_perplexity"]
     assert_unchanged(ctx.model, before)
-    # Redo block 2's scale by hand, with a full forward pass, and compare.
-    block = ctx.layers.blocks[2]
-    with torch.no_grad():
-        for p in block.parameters():
-            if p.dim() == 2:
-                p.mul_(0.9)
-    assert scale[2] == pytest.approx(math.exp(naive_nll(ctx.model, ctx.windows)), rel=1e-5)
-    ctx.model.load_state_dict(before)
+    # Redo the scale of the first and a middle block by hand, with full forward passes.
+    for i in (0, 2):
+        with torch.no_grad():
+            for p in ctx.layers.blocks[i].parameters():
+                if p.dim() == 2:
+                    p.mul_(0.9)
+        assert scale[i] == pytest.approx(math.exp(naive_nll(ctx.model, ctx.windows)), rel=1e-5)
+        ctx.model.load_state_dict(before)
     assert len(set(noise)) == len(noise) and len(set(reset)) == len(reset)
     assert all(math.isfinite(v) for v in noise + reset + mean)
 
@@ -86,3 +87,26 @@ def test_a_nan_producing_manipulation_is_reported_not_dropped():
     ctx = make_ctx(alphas=(1e30,))
     values = scale_metric(ctx).per_block["scale_perplexity"]
     assert len(values) == ctx.num_blocks and any(not math.isfinite(v) for v in values)
+
+
+def test_reset_really_reinitialises_a_loaded_checkpoint(tmp_path):
+    # A model loaded with from_pretrained has its tensors marked as initialised; reset must still
+    # re-initialise them (and leave the marks as they were).
+    make_ctx().model.save_pretrained(tmp_path)
+    from tests.diagnostics.conftest import make_ctx as _  # noqa: F401
+    from layerwise.data import load_corpus, token_windows
+    from layerwise.diagnostics import DiagnosticContext, DiagnosticOptions
+    from layerwise.models import discover_layers
+    from layerwise.models.tiny import byte_tokenizer
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    weight = model.model.layers[1].mlp.up_proj.weight
+    mark = getattr(weight, "_is_hf_initialized", None)
+    windows = token_windows(byte_tokenizer(), load_corpus(None), 32, 4)
+    ctx = DiagnosticContext(model, discover_layers(model), windows, DiagnosticOptions(batch_size=2),
+                            progress=False)
+    before = weight.detach().clone()
+    values = reset_metric(ctx).per_block["reset_delta_pct"]
+    assert all(abs(v) > 1e-6 for v in values), values  # every reset changed the perplexity
+    assert torch.equal(weight, before) and getattr(weight, "_is_hf_initialized", None) == mark

@@ -55,8 +55,9 @@ def _matrices(block: nn.Module) -> list[torch.Tensor]:
 
 
 def block_seed(ctx: DiagnosticContext, i: int) -> int:
-    """A seed per (run seed, block), so each block's random manipulation is reproducible."""
-    return ctx.options.seed * 100_003 + i
+    """A seed per (run seed, block), so each block's random manipulation is reproducible; offset so
+    that it never equals the seed a model was built with (a reset would then rebuild the block)."""
+    return 1_000_003 * (ctx.options.seed + 1) + i
 
 
 @torch.no_grad()
@@ -69,6 +70,8 @@ def add_noise(block: nn.Module, fraction: float, seed: int) -> None:
 
 
 def _scan(ctx: DiagnosticContext, label: str, nll_for_block: Callable[[int], float]) -> list[float]:
+    # Trace the intact model *before* any block is touched: the trace is the baseline.
+    ctx.trace  # noqa: B018
     bar = tqdm(range(ctx.num_blocks), desc=label, unit="block", disable=not ctx.progress, leave=False)
     return [perplexity_of(nll_for_block(i)) for i in bar]
 
@@ -161,14 +164,25 @@ def noise_metric(ctx: DiagnosticContext) -> MetricResult:
 
 
 def reinitialise(model: nn.Module, block: nn.Module, seed: int) -> None:
-    """Re-run the model's own weight init on every submodule of `block`."""
+    """Re-run the model's own weight init on every submodule of `block`.
+
+    transformers marks loaded tensors `_is_hf_initialized` and its init functions then skip them
+    (so that loading never re-initialises weights); the marks are lifted for the call and put back.
+    """
     init = getattr(model, "_init_weights", None)
     if init is None:
         raise TypeError(f"{type(model).__name__} has no _init_weights; 'reset' needs an HF model")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in block.modules():
-            init(module)
+    tensors = list(block.parameters()) + list(block.buffers())
+    marks = [t.__dict__.pop("_is_hf_initialized", None) for t in tensors]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in block.modules():
+                init(module)
+    finally:
+        for tensor, mark in zip(tensors, marks):
+            if mark is not None:
+                tensor._is_hf_initialized = mark
 
 
 @register_metric(
