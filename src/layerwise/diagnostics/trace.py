@@ -136,14 +136,17 @@ class BlockTrace:
         return self.tail_loss(batch, hidden).item()
 
     @torch.no_grad()
-    def nll_from(self, start: int, skip: frozenset[int] = frozenset(), inputs: list | None = None) -> float:
+    def nll_from(self, start: int, skip: frozenset[int] = frozenset(), inputs: list | None = None,
+                 batches: list[int] | None = None) -> float:
         """Mean NLL when the blocks from `start` on are re-run (minus `skip`) from the recorded
-        input of block `start` (or from `inputs[b]` per batch)."""
-        total = 0.0
-        for b, batch in enumerate(self.batches):
+        input of block `start` (or from `inputs[b]` per batch), over all batches or `batches`."""
+        total, tokens = 0.0, 0
+        for b in range(len(self.batches)) if batches is None else batches:
+            batch = self.batches[b]
             hidden = batch.hidden[min(start, self.layers.num_blocks)] if inputs is None else inputs[b]
             total += self.tail_nll(batch, self.run_blocks(batch, start, hidden, skip))
-        return total / self.tokens
+            tokens += batch.ids[:, 1:].numel()
+        return total / tokens
 
     @property
     def nll(self) -> float:
