@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from layerwise.cli.main import add_model_args
 from layerwise.errors import LayerwiseError
+from layerwise.fileio import atomic_write_text
 
 NAME = "layers"
 HELP = "show a model's blocks and what a layer selection resolves to (nothing is trained)"
@@ -29,16 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _emit(text: str, output: str | None) -> None:
+    text = text if text.endswith("\n") else text + "\n"
     if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    path = Path(output)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text if text.endswith("\n") else text + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        raise LayerwiseError(f"cannot write {path}: {exc}") from exc
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
 
 
 def _as_json(loaded, layers, summary, selection) -> str:

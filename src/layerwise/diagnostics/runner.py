@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from layerwise import __version__
 from layerwise.diagnostics.ablation import baseline_ppl
 from layerwise.diagnostics.context import DiagnosticContext
 from layerwise.diagnostics.registry import MetricSpec
+from layerwise.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,6 @@ def run_diagnostics(ctx: DiagnosticContext, metrics: list[MetricSpec], model_nam
     })
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def diagnostics_csv(diag: dict) -> str:
     fields = ["index"] + sorted({k for row in diag["layers"] for k in row if k != "index"})
     buf = io.StringIO()
@@ -103,6 +97,6 @@ def write_outputs(diag: dict, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / "diagnostics.json", out_dir / "diagnostics.csv"
-    _atomic_write(json_path, json.dumps(diag, indent=2, allow_nan=False) + "\n")
-    _atomic_write(csv_path, diagnostics_csv(diag))
+    atomic_write_text(json_path, json.dumps(diag, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(csv_path, diagnostics_csv(diag))
     return [json_path, csv_path, *render_report(diag, out_dir)]

@@ -28,6 +28,7 @@ from layerwise.diagnostics.agreement import (
     normalised_ranks,
     parse_value,
 )
+from layerwise.fileio import atomic_write_text
 
 _ORIENTATION_COLOUR = {True: "tab:blue", False: "tab:orange", None: "tab:gray"}
 _ORIENTATION_TEXT = {
@@ -62,7 +63,7 @@ def render_report(diag: dict, out_dir: Path) -> list[Path]:
         _save(ranks_figure, ranks_plot)
         written.append(ranks_plot)
     report = out_dir / "report.html"
-    report.write_text(report_html(diag, metric_plots, ranks_plot), encoding="utf-8")
+    atomic_write_text(report, report_html(diag, metric_plots, ranks_plot))
     written.append(report)
     return written
 
@@ -196,7 +197,10 @@ def plot_ranks(diag: dict) -> Figure | None:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=_DPI, format="png")
+    # Into a temporary name, then renamed: a killed run leaves no truncated PNG behind.
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=_DPI, format="png")
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------
