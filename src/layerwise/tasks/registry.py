@@ -1,0 +1,119 @@
+"""Finding a task by name, or loading a user's own task from a Python file.
+
+Built-in tasks are named here and imported only when asked for (the `code` task's sandbox or the
+`decision` environment cost nothing until used). A user task is `path/to/file.py:factory`, where
+`factory(**options)` returns an object with the `Task` methods (see `layerwise.tasks.base`).
+Task options (`--task-option digits=3`) are passed to the factory as keyword arguments; an
+unknown option is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from layerwise.errors import LayerwiseError
+from layerwise.tasks.base import Task
+
+BUILTIN_TASKS: dict[str, str] = {
+    "arithmetic": "layerwise.tasks.arithmetic:make_task",
+    "gsm8k": "layerwise.tasks.gsm8k:make_task",
+    "code": "layerwise.tasks.code:make_task",
+    "decision": "layerwise.tasks.decision:make_task",
+}
+DEFAULT_TASK = "arithmetic"
+REQUIRED_METHODS = ("items", "score", "extract")
+
+
+def task_names() -> list[str]:
+    return list(BUILTIN_TASKS)
+
+
+def _import_factory(target: str) -> Callable[..., Task]:
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _load_file_factory(spec: str) -> Callable[..., Task]:
+    path_text, _, attr = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise LayerwiseError(f"task file {path} does not exist (expected FILE.py:FACTORY)")
+    module_name = f"layerwise_user_task_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise LayerwiseError(f"task file {path} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report its failure as one line
+        sys.modules.pop(module_name, None)
+        raise LayerwiseError(f"task file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                         and getattr(v, "__module__", None) == module_name)
+        raise LayerwiseError(f"task file {path} does not define a factory {attr!r}; "
+                             f"callables defined there: {', '.join(defined) or 'none'}")
+    return factory
+
+
+def parse_task_options(pairs: list[str] | None) -> dict[str, Any]:
+    """`["digits=3", "ops=+-"]` -> {"digits": 3, "ops": "+-"} (ints, floats and booleans typed)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LayerwiseError(f"task option {pair!r} is not KEY=VALUE")
+        options[key.strip().replace("-", "_")] = _typed(value.strip())
+    return options
+
+
+def _typed(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def get_task(spec: str | None = None, **options: Any) -> Task:
+    """The task named `spec` (a built-in name or FILE.py:FACTORY), built with `options`."""
+    spec = spec or DEFAULT_TASK
+    if spec in BUILTIN_TASKS:
+        factory = _import_factory(BUILTIN_TASKS[spec])
+    elif ":" in spec and spec.rpartition(":")[0].endswith(".py"):
+        factory = _load_file_factory(spec)
+    else:
+        raise LayerwiseError(f"unknown task {spec!r}; valid: {', '.join(BUILTIN_TASKS)}, "
+                             "or FILE.py:FACTORY for your own")
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params and not takes_any]
+    if unknown:
+        valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        raise LayerwiseError(f"task {spec!r} has no option {', '.join(unknown)}; "
+                             f"valid: {', '.join(valid) or 'none'}")
+    try:
+        task = factory(**options)
+    except LayerwiseError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise LayerwiseError(f"task {spec!r}: {exc}") from exc
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(task, m, None))]
+    if missing or not getattr(task, "name", None):
+        raise LayerwiseError(f"task {spec!r} is not a task: missing {', '.join(missing or ['name'])} "
+                             "(see layerwise.tasks.base.Task)")
+    if not hasattr(task, "max_new_tokens"):
+        task.max_new_tokens = 64
+    if not hasattr(task, "description"):
+        task.description = task.name
+    return task
