@@ -94,12 +94,13 @@ def reward_function(task: Task) -> Callable[..., list[float]]:
     passes every column to the reward, so the reward rebuilds the item and asks the task.
     """
 
-    def reward(completions, item_id, prompt, answer, meta, target=None, **_):
+    def reward(completions, item_id, answer, meta, prompts=None, target=None, **_):
+        # TRL passes the dataset's `prompt` column as `prompts`, the others under their names.
         out = []
         for i, completion in enumerate(completions):
             if isinstance(completion, list):  # conversational format: the last message's text
                 completion = completion[-1]["content"]
-            item = TaskItem(id=item_id[i], prompt=prompt[i], answer=answer[i],
+            item = TaskItem(id=item_id[i], prompt=prompts[i] if prompts is not None else "", answer=answer[i],
                             target=target[i] if target is not None else "",
                             meta=json.loads(meta[i] or "{}"))
             out.append(float(task.score(completion, item)))

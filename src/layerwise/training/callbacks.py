@@ -1,0 +1,125 @@
+"""Our behaviour inside TRL's trainers, added as `TrainerCallback`s (never by subclassing).
+
+- `RunRecorder`: the history of logged values, per-step wall time, tokens seen, and the peak
+  memory — what metrics.json and the training curves are made of.
+- `NaNGuard`: keeps a copy of the trainable weights after every step whose loss and weights are
+  finite; on a NaN/inf loss it puts that copy back and stops the run, which is then marked failed
+  (the saved checkpoint is the last good one).
+- `LiveProgress`: one progress bar with the running loss, or the reward for RL.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+
+import torch
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+REWARD_KEYS = ("reward", "rewards/mean")
+
+
+def peak_memory_mb(device: torch.device | str | None = None) -> float:
+    """Peak accelerator memory allocated by torch, or the process's peak RSS on CPU."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class RunRecorder(TrainerCallback):
+    def __init__(self):
+        self.history: list[dict] = []
+        self.step_seconds: list[float] = []
+        self._t0 = None
+        self.train_seconds = 0.0
+        self._start = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._start = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self._t0 is not None:
+            self.step_seconds.append(time.perf_counter() - self._t0)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs:
+            self.history.append({"step": state.global_step, **{k: v for k, v in logs.items()
+                                                               if isinstance(v, (int, float))}})
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._start is not None:
+            self.train_seconds = time.perf_counter() - self._start
+
+    def median_step_seconds(self) -> float | None:
+        # The first step pays one-off costs (allocation, kernel selection): leave it out.
+        steps = sorted(self.step_seconds[1:] or self.step_seconds)
+        return steps[len(steps) // 2] if steps else None
+
+
+class NaNGuard(TrainerCallback):
+    def __init__(self, model: torch.nn.Module):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.good: list[torch.Tensor] = [p.detach().clone() for p in self.params]
+        self.good_step = 0
+        self.failed_reason: str | None = None
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not logs or "loss" not in logs or self.failed_reason:
+            return
+        loss = logs["loss"]
+        if math.isfinite(loss) and self._weights_finite():
+            for keep, p in zip(self.good, self.params):
+                keep.copy_(p.detach())
+            self.good_step = state.global_step
+            return
+        with torch.no_grad():
+            for keep, p in zip(self.good, self.params):
+                p.copy_(keep)
+        self.failed_reason = (f"non-finite loss ({loss}) at step {state.global_step}; weights "
+                              f"restored to step {self.good_step}, the last finite one")
+        control.should_training_stop = True
+
+
+class LiveProgress(TrainerCallback):
+    def __init__(self, label: str, enabled: bool = True):
+        self.label = label
+        self.enabled = enabled
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.enabled:
+            self.bar = tqdm(total=state.max_steps, desc=self.label, dynamic_ncols=True,
+                            file=sys.stderr)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.bar is None or not logs:
+            return
+        shown = {}
+        for key in REWARD_KEYS:
+            if key in logs:
+                shown["reward"] = f"{logs[key]:.3f}"
+                break
+        if "loss" in logs:
+            shown["loss"] = f"{logs['loss']:.4g}"
+        if shown:
+            self.bar.set_postfix(shown)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
