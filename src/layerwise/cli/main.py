@@ -42,7 +42,7 @@ def add_data_args(parser: argparse.ArgumentParser, seq_len: int = 512, num_seqs:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from layerwise.cli import data_cmd, diagnose_cmd, layers_cmd
+    from layerwise.cli import data_cmd, diagnose_cmd, eval_cmd, layers_cmd, train_cmd
 
     parser = OneLineParser(
         prog="layerwise",
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"layerwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=OneLineParser)
-    for module in (layers_cmd, diagnose_cmd, data_cmd):
+    for module in (layers_cmd, diagnose_cmd, train_cmd, eval_cmd, data_cmd):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
         module.add_arguments(p)
@@ -73,13 +73,17 @@ def _configure_logging(quiet: bool) -> None:
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        import datasets
+
+        datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover - transformers is a hard dependency
         pass
 
 
 # Flags whose value may start with '-' (a selection such as '-4-', the last four blocks, or a
 # list of numbers): argparse would take it for an option, so `--select -4-` becomes `--select=-4-`.
-SELECTION_FLAGS = ("--select", "--recovery-blocks", "--alpha")
+SELECTION_FLAGS = ("--select", "--recovery-blocks", "--alpha", "--layers", "--lora-layers",
+                   "--lr-scale")
 
 
 class OneLineParser(argparse.ArgumentParser):

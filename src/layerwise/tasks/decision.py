@@ -380,7 +380,8 @@ def _sampling_config(args, tokenizer, stop_ids: list[int], budget: int):
     kwargs.update(args.generation_kwargs or {})
     extra_stops = kwargs.get("eos_token_id") or []
     extra_stops = [extra_stops] if isinstance(extra_stops, int) else list(extra_stops)
-    kwargs.update(max_new_tokens=budget, eos_token_id=stop_ids + extra_stops)
+    kwargs.update(max_new_tokens=budget, eos_token_id=stop_ids + extra_stops,
+                  output_scores=True, return_dict_in_generate=True)
     return GenerationConfig(**kwargs, disable_compile=True)
 
 
@@ -392,8 +393,7 @@ def _sample_turn(model, contexts: list[list[int]], config, stop_ids: set[int]):
     input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=device)
     attention_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts],
                                   device=device)  # (B, T), left-padded
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                         output_scores=True, return_dict_in_generate=True)
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
     new = out.sequences[:, width:].tolist()  # (B, steps)
     # The scores are the processed logits the tokens were sampled from, so these are the
     # sampling policy's log-probabilities.
