@@ -123,3 +123,4 @@ class LiveProgress(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+

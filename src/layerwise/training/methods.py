@@ -46,10 +46,9 @@ def common_args(config: TrainConfig, output_dir: str, report_to: list[str],
         data_seed=config.seed,
         use_cpu=device.type == "cpu",
         bf16=device.type == "cuda" and dtype == torch.bfloat16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        # Non-reentrant checkpointing trains a partly frozen model without forcing gradients
-        # through the frozen blocks below the lowest trainable one (no enable_input_require_grads).
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        # Checkpointing is switched on by us, on the model (trainable.enable_checkpointing): the
+        # Trainer's own switch would make the embedding output require grad (see there).
+        gradient_checkpointing=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
     )

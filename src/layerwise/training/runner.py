@@ -26,12 +26,22 @@ from layerwise.evaluation.perplexity import perplexity
 from layerwise.evaluation.task_eval import evaluate_task, write_records
 from layerwise.models.loading import load_model
 from layerwise.tasks.registry import get_task
-from layerwise.training.callbacks import LiveProgress, NaNGuard, RunRecorder, peak_memory_mb
+from layerwise.training.callbacks import (
+    LiveProgress,
+    NaNGuard,
+    RunRecorder,
+    peak_memory_mb,
+)
 from layerwise.training.config import TrainConfig
 from layerwise.training.methods import BUILDERS, common_args
 from layerwise.training.outputs import plot_curves, save_model_atomic, write_metrics
 from layerwise.training.preference import load_pairs, self_sampled_pairs
-from layerwise.training.trainable import build_optimizer, optimizer_state_bytes, prepare_trainable
+from layerwise.training.trainable import (
+    build_optimizer,
+    enable_checkpointing,
+    optimizer_state_bytes,
+    prepare_trainable,
+)
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 0  # every run, whatever its training seed, is scored on the same held-out items
@@ -102,6 +112,8 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
     log.info("training %s: %s trainable of %s parameters (%.2f%%)", trainable.description,
              f"{trainable.trainable_params:,}", f"{trainable.total_params:,}", 100 * trainable.share)
     optimizer = build_optimizer(model, config)
+    if config.gradient_checkpointing:
+        enable_checkpointing(model)
 
     pair_report = None
     if config.method == "dpo" and pairs is None:

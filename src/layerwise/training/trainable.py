@@ -186,6 +186,21 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(param_groups, lr=base_lr)
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Non-reentrant activation checkpointing that keeps frozen blocks out of the backward pass.
+
+    transformers 5 (and PEFT, and TRL's SFTTrainer for PEFT models) make the embedding output
+    require grad whenever checkpointing is on, which reentrant checkpointing needs; it also makes
+    autograd compute gradients through every frozen block below the lowest trainable one.
+    Non-reentrant checkpointing needs no such hook, so it is removed right after enabling (and
+    the Trainer is never asked to enable checkpointing itself, which would add it back).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.disable_input_require_grads()
+    base.config.use_cache = False
+
+
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(t.numel() * t.element_size() for state in optimizer.state.values()
                for t in state.values() if torch.is_tensor(t))
