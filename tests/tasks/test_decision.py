@@ -129,6 +129,19 @@ def test_score_and_extract_replay_the_same_environment(task):
     assert task.score("", item) == 0.0 and task.extract("", item) is None
 
 
+def test_reward_is_the_episode_score_or_the_replayed_completion(task):
+    reward = task.make_reward()
+    items = task.items("train", 4, seed=0)
+    episodes = [task.play(task.expert, it) for it in items[:2]]
+    completions = [episode_completion(e) for e in episodes] + [" 1\n", " 16\n"]
+    prompts = [it.prompt for it in items]
+    # From the rollout: the episode_score field wins.
+    assert reward(completions, prompts=prompts, episode_score=[1.0, 0.0, 0.0, 1.0]) == [1.0, 0.0, 0.0, 1.0]
+    # Without it (single-turn generation): each completion is replayed through the environment.
+    assert reward(completions, prompts=prompts) == [task.score(c, it) for c, it in zip(completions, items)]
+    assert reward(completions[:2], prompts=prompts[:2]) == [1.0, 1.0]
+
+
 def test_make_task_validates_its_options():
     assert get_task("decision", high=8, max_turns=4).expert_turns == 4
     with pytest.raises(LayerwiseError, match="greater than low"):

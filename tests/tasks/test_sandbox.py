@@ -146,6 +146,15 @@ def test_nothing_is_written_outside_the_working_directory(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_replacing_builtins_does_not_switch_the_guard_off(tmp_path):
+    target = tmp_path / "pwned.txt"
+    code = ("import builtins\nbuiltins.isinstance = lambda *args: True\n"
+            "builtins.any = lambda *args: True\n"
+            f"open({str(target)!r}, 'w').write('x')\n")
+    result = run_untrusted(code)
+    assert not result.ok and not target.exists()
+
+
 @pytest.mark.parametrize("audit_hooks", [True, False])
 def test_no_connection_leaves_the_sandbox(audit_hooks, layers):
     if not audit_hooks and "net-namespace" not in layers:

@@ -282,7 +282,7 @@ class DecisionTask:
             args = trainer.args
             budget = min(self.max_new_tokens, args.max_completion_length or self.max_new_tokens)
             config = _sampling_config(args, tokenizer, stop_ids, budget)
-            runs = [_Rollout(self._game(int(self.item_for_prompt(p).meta["game"])), p, tokenizer)
+            runs = [_Rollout(self._game(self.item_for_prompt(p).meta["game"]), p, tokenizer)
                     for p in prompts]
             with unwrap_model_for_generation(
                 trainer.model_wrapped, trainer.accelerator,
@@ -290,7 +290,7 @@ class DecisionTask:
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             ) as model, torch.no_grad():
                 while active := [run for run in runs if not run.env.done]:
-                    turns = _sample_turn(model, [run.context for run in active], config, set(stop_ids))
+                    turns = _sample_turn(model, [run.context for run in active], config)
                     for run, (ids, logps) in zip(active, turns):
                         run.add_turn(ids, logps)
             for run in runs:
@@ -355,8 +355,9 @@ class _Rollout:
         self._append(reply, [0.0] * len(reply), 0)
 
     def finish(self) -> None:
+        # The episode is over, not cut short: a closing EOS keeps TRL from counting it as truncated.
         eos = _eos_ids(self.tokenizer)
-        self._append(eos[:1], [0.0] * len(eos[:1]), 0)
+        self._append(eos, [0.0] * len(eos), 0)
 
 
 def _eos_ids(tokenizer) -> list[int]:
@@ -385,8 +386,9 @@ def _sampling_config(args, tokenizer, stop_ids: list[int], budget: int):
     return GenerationConfig(**kwargs, disable_compile=True)
 
 
-def _sample_turn(model, contexts: list[list[int]], config, stop_ids: set[int]):
+def _sample_turn(model, contexts: list[list[int]], config):
     """One turn for every context: (sampled ids up to the turn's end, their log-probabilities)."""
+    stop_ids = set(config.eos_token_id)
     device = next(model.parameters()).device
     width = max(len(c) for c in contexts)
     pad = config.pad_token_id

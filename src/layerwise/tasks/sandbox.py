@@ -28,9 +28,10 @@ Best effort (in-process, bypassable by a determined attacker):
   (`os.system`, `subprocess`, `fork`, `exec*`, `posix_spawn`), signals to other processes, writes,
   renames, removals and directory changes outside the working directory, reads outside it other
   than the standard library (so no /proc/<pid>/environ, no ~/.ssh), symlinks and hard links,
-  `ctypes`/`_posixsubprocess` imports and hand-built code objects.
+  `ctypes`/`_posixsubprocess` imports, hand-built code objects and `gc` object walks.
   Audit hooks are not a security boundary: code that corrupts the interpreter (crafted `marshal`
-  bytecode, a C-level bug, a race between a symlink check and the open) gets past them. They make
+  bytecode, a C-level bug), monkeypatches the pure-Python library the hook itself calls
+  (`posixpath`), or races a symlink swap against the open gets past them. They make
   ordinary hostile code fail fast with a clear `PermissionError`; the hard limits above are what
   bound the damage when they are bypassed.
 
@@ -89,6 +90,11 @@ import os, sys, signal
 
 
 def _guard():
+    import builtins
+    # Bound now, not looked up when an event fires: the program may replace builtins and os.*.
+    isinstance, any, str, len = builtins.isinstance, builtins.any, builtins.str, builtins.len
+    PermissionError, ImportError = builtins.PermissionError, builtins.ImportError
+    readlink, isdir = os.readlink, os.path.isdir
     home = os.path.realpath(os.getcwd())
     readable = tuple(os.path.realpath(p) for p in sys.path if p)
     devices = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
@@ -102,7 +108,8 @@ def _guard():
                    "shutil.rmtree": (0, 1), "os.chdir": (0, None)}
     refused = {"os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.symlink",
                "os.link", "subprocess.Popen", "signal.pthread_kill", "code.__new__",
-               "resource.setrlimit", "resource.prlimit", "sys.remote_exec"}
+               "resource.setrlimit", "resource.prlimit", "sys.remote_exec", "gc.get_objects",
+               "gc.get_referrers", "gc.get_referents"}
     refused_prefixes = ("socket.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn", "_winapi.")
     refused_imports = {"ctypes", "_ctypes", "_posixsubprocess", "cffi", "_cffi_backend"}
     realpath, fspath, fsdecode, isabs, join = (os.path.realpath, os.fspath, os.fsdecode,
@@ -114,7 +121,7 @@ def _guard():
     def resolve(path, dir_fd=None):
         path = fsdecode(fspath(path))
         if dir_fd is not None and not isabs(path):
-            path = join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
+            path = join(readlink("/proc/self/fd/%d" % dir_fd), path)
         return realpath(path)
 
     def check_open(path, mode, flags):
@@ -126,7 +133,7 @@ def _guard():
         if inside(where, home):
             return
         if not writing and (where in devices or (any(inside(where, r) for r in readable)
-                                                 and not os.path.isdir(where))):
+                                                 and not isdir(where))):
             return
         raise PermissionError("sandbox: %s %r refused (outside the working directory)"
                               % ("writing" if writing else "reading", path))

@@ -1,0 +1,145 @@
+"""Step time, peak memory and optimizer state: one middle block vs full fine-tuning vs LoRA.
+
+    .venv/bin/python bench/bench_train.py [--model M] [--block B] [--steps 6] [--json FILE]
+
+Each configuration runs in its own process (so the peak RSS of one does not hide another) with
+the same batch and sequence length, through the same code path as `layerwise train`:
+- SFT: SFTTrainer, batch 8 x 256 tokens of WikiText-2 test (../shared/data), loss on all tokens.
+- GRPO: GRPOTrainer on arithmetic, 8 completions of exactly 16 tokens per step (min = max new
+  tokens); the step time is split into generation (the same for every configuration) and the
+  update (forward + backward + optimizer step), which is what the trainable set changes.
+Configurations: `--layers B` (one middle block), `--full`, `--lora --rank 16` on every block's
+attention and MLP projections (the usual "LoRA on all blocks" baseline).
+The median over the steps after the first is printed, with the ratios the issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext2_test.txt"
+CONFIGS = {"block": None, "full": {"full": True},
+           "lora16": {"lora": True, "rank": 16, "lora_targets": "all", "lora_budget": "per-layer"}}
+
+
+def worker(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from layerwise.evaluation.generation import ensure_pad_token
+    from layerwise.models import load_model
+    from layerwise.tasks import get_task, reward_function
+    from layerwise.training.callbacks import RunRecorder, peak_memory_mb
+    from layerwise.training.config import TrainConfig
+    from layerwise.training.methods import common_args
+    from layerwise.training.trainable import build_optimizer, optimizer_state_bytes, prepare_trainable
+
+    loaded = load_model(args.model, seed=0)
+    model, tok = loaded.model, loaded.tokenizer
+    ensure_pad_token(tok)
+    what = CONFIGS[args.config] or {"layers": str(args.block)}
+    config = TrainConfig(method=args.method, steps=args.steps, batch_size=8, num_generations=8,
+                         lr=1e-5, progress=False, **what)
+    trainable = prepare_trainable(model, config)
+    model = trainable.model
+    optimizer = build_optimizer(model, config)
+    recorder = RunRecorder()
+    base = common_args(config, "/tmp/layerwise-bench-train", [], torch.device("cpu"), torch.float32)
+    gen_seconds: list[float] = []
+    if args.method == "sft":
+        text = WIKITEXT.read_text(encoding="utf-8")
+        ids = tok(text[:400_000])["input_ids"]
+        rows = [{"text": tok.decode(ids[i * 300:(i + 1) * 300])} for i in range(8 * args.steps)]
+        trainer = SFTTrainer(model=model, args=SFTConfig(**base, max_length=256, packing=False),
+                             train_dataset=Dataset.from_list(rows), processing_class=tok,
+                             callbacks=[recorder], optimizers=(optimizer, None))
+    else:
+        task = get_task("arithmetic")
+        rows = [it.to_row() for it in task.items("train", 8 * args.steps, 0)]
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        generate = inner.generate
+
+        def timed_generate(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return generate(*a, **k)
+            finally:
+                gen_seconds.append(time.perf_counter() - t0)
+
+        inner.generate = timed_generate
+        grpo = GRPOConfig(**base, num_generations=8, max_completion_length=16,
+                          generation_kwargs={"min_new_tokens": 16}, temperature=1.0, beta=0.0,
+                          loss_type="grpo")
+        trainer = GRPOTrainer(model=model, reward_funcs=reward_function(task), args=grpo,
+                              train_dataset=Dataset.from_list(rows), processing_class=tok,
+                              callbacks=[recorder], optimizers=(optimizer, None))
+    for cb in list(trainer.callback_handler.callbacks):
+        if type(cb).__name__ in ("PrinterCallback", "ProgressCallback"):
+            trainer.remove_callback(cb)
+    trainer.train()
+    steps = recorder.step_seconds[1:]
+    out = {"config": args.config, "method": args.method, "trainable_params": trainable.trainable_params,
+           "total_params": trainable.total_params, "step_s": statistics.median(steps),
+           "optimizer_state_mb": optimizer_state_bytes(optimizer) / 2**20,
+           "peak_rss_mb": peak_memory_mb("cpu"), "blocks": len(trainable.blocks),
+           "description": trainable.description}
+    if gen_seconds:
+        gens = gen_seconds[1:len(recorder.step_seconds)]
+        out["generate_s"] = statistics.median(gens)
+        out["update_s"] = statistics.median(s - g for s, g in zip(steps, gens))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--block", type=int, default=15, help="the middle block (SmolLM2: 15 of 30)")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--methods", default="sft,grpo")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    results = []
+    for method in args.methods.split(","):
+        for name in CONFIGS:
+            cmd = [sys.executable, __file__, "--worker", "--config", name, "--method", method,
+                   "--block", str(args.block), "--steps", str(args.steps)]
+            if args.model:
+                cmd += ["--model", args.model]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(f"{name}/{method} failed:\n{proc.stderr[-3000:]}")
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(res)
+            extra = (f"  generate {res['generate_s']:.2f} s  update {res['update_s']:.2f} s"
+                     if "generate_s" in res else "")
+            print(f"{method:5s} {name:7s} trainable {res['trainable_params']:>12,}  step "
+                  f"{res['step_s']:.2f} s{extra}  optimizer state {res['optimizer_state_mb']:.1f} MiB"
+                  f"  peak RSS {res['peak_rss_mb']:.0f} MiB", flush=True)
+        by = {r["config"]: r for r in results if r["method"] == method}
+        b, f, lo = by["block"], by["full"], by["lora16"]
+        key = "update_s" if method == "grpo" else "step_s"
+        print(f"{method:5s} ratios: block/full step {b['step_s'] / f['step_s']:.2f} (target <= 0.6), "
+              f"block/LoRA step {b['step_s'] / lo['step_s']:.2f} (target <= 0.8)"
+              + (f"; update only: block/full {b[key] / f[key]:.2f}, block/LoRA {b[key] / lo[key]:.2f}"
+                 if method == "grpo" else "")
+              + f"; optimizer state block/full {b['optimizer_state_mb'] / f['optimizer_state_mb']:.4f}"
+              f" (target <= 1/L = {1 / 30:.4f})", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
