@@ -48,9 +48,13 @@ def test_arithmetic_bad_options(options, pattern):
         get_task("arithmetic", **options)
 
 
-def test_too_few_problems_is_a_clear_error():
-    with pytest.raises(LayerwiseError, match="fewer than 500 distinct eval problems"):
-        get_task("arithmetic", digits=1, ops="+").items("eval", 500, 0)
+def test_small_spaces_are_enumerated_and_capped(caplog):
+    task = get_task("arithmetic", digits=1, ops="+")
+    evals = task.items("eval", 500, 0)
+    train = task.items("train", 500, 0)
+    assert len(evals) + len(train) == 100 and len({i.id for i in evals}) == len(evals)
+    assert "only" in caplog.text and "distinct eval problems" in caplog.text
+    assert {i.id for i in task.items("eval", 5, 0)} <= {i.id for i in evals}
 
 
 def test_unknown_task_lists_the_valid_ones():
