@@ -16,7 +16,7 @@ for seed in 0 1 2; do
 done
 for seed in 0 1 2; do
   $LW train $COMMON --method grpo --layers 15 --lr 5e-5 --steps 30 --batch-size 16 --num-generations 8 --seed $seed --out $OUT/grpo-block15-s$seed
-  $LW train $COMMON --method grpo --full --lr 5e-6 --steps 30 --batch-size 16 --num-generations 8 --seed $seed --out $OUT/grpo-full-s$seed
+  $LW train $COMMON --method grpo --full --lr 1e-5 --steps 30 --batch-size 16 --num-generations 8 --seed $seed --out $OUT/grpo-full-s$seed
   $LW train $COMMON --method grpo --lora --rank 16 --lr 2e-4 --steps 30 --batch-size 16 --num-generations 8 --seed $seed --out $OUT/grpo-lora16-s$seed
 done
 mkdir -p docs/results/train-demo
