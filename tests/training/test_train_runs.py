@@ -85,12 +85,13 @@ class HookLowerBlocks(TrainerCallback):
             block.register_full_backward_hook(lambda m, gi, go, i=i: self.fired.add(i))
 
 
-@pytest.mark.parametrize("what", [{"layers": "2"}, {"lora": True, "lora_layers": "2-3"}])
+@pytest.mark.parametrize("what", [{"layers": "2"}, {"lora": True, "lora_layers": "2-3"},
+                                  {"layers": "2", "method": "grpo"}])
 def test_gradient_checkpointing_with_frozen_blocks(toy_task, what):
     """Checkpointing still trains a partly frozen model, and no frozen block below runs backward."""
     hooks = HookLowerBlocks()
-    config = TrainConfig(task=toy_task, method="sft", gradient_checkpointing=True, lr=1e-2,
-                         **what, **QUICK)
+    what = {"method": "sft", **what}
+    config = TrainConfig(task=toy_task, gradient_checkpointing=True, lr=1e-2, **what, **QUICK)
     result = train(config, "tiny:llama", extra_callbacks=[hooks])
     model = result.model.get_base_model() if what.get("lora") else result.model
     assert model.is_gradient_checkpointing
@@ -173,3 +174,17 @@ def test_save_replaces_an_older_checkpoint_atomically(tmp_path):
     outputs.save_model_atomic(loaded.model, None, tmp_path / "model")
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_dpo_from_a_pairs_file(toy_task, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"prompt": f"Q{i}:", "chosen": " 7\n", "rejected": " x\n"})
+                               for i in range(8)) + "\n")
+    config = TrainConfig(task=toy_task, method="dpo", layers="3", pairs=str(pairs), lr=1e-2, **QUICK)
+    result = train(config, "tiny:llama")
+    assert result.metrics["status"] == "completed" and result.metrics["pairs"] is None
+    assert any("rewards/accuracies" in h for h in result.history)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "Q:", "chosen": " 7"}) + "\n")
+    with pytest.raises(LayerwiseError, match="line 1 has no field 'rejected'"):
+        train(TrainConfig(task=toy_task, method="dpo", layers="3", pairs=str(bad), **QUICK), "tiny:llama")

@@ -49,6 +49,7 @@ def common_args(config: TrainConfig, output_dir: str, report_to: list[str],
         # Checkpointing is switched on by us, on the model (trainable.enable_checkpointing): the
         # Trainer's own switch would make the embedding output require grad (see there).
         gradient_checkpointing=False,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # used when TRL re-enables it
         disable_tqdm=True,
         dataloader_num_workers=0,
     )

@@ -190,15 +190,22 @@ def enable_checkpointing(model: nn.Module) -> None:
     """Non-reentrant activation checkpointing that keeps frozen blocks out of the backward pass.
 
     transformers 5 (and PEFT, and TRL's SFTTrainer for PEFT models) make the embedding output
-    require grad whenever checkpointing is on, which reentrant checkpointing needs; it also makes
-    autograd compute gradients through every frozen block below the lowest trainable one.
-    Non-reentrant checkpointing needs no such hook, so it is removed right after enabling (and
-    the Trainer is never asked to enable checkpointing itself, which would add it back).
+    require grad whenever checkpointing is enabled, which reentrant checkpointing needs; it also
+    makes autograd compute gradients through every frozen block below the lowest trainable one.
+    Non-reentrant checkpointing needs no such hook. GRPO/RLOO switch checkpointing off for
+    generation and on again every step, which would add the hook back, so on this model instance
+    `enable_input_require_grads` becomes a no-op (the Trainer is never asked to enable
+    checkpointing itself, and re-enabling keeps `use_reentrant=False` from the trainer args).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.disable_input_require_grads()
+    base.enable_input_require_grads = _input_grads_not_needed
     base.config.use_cache = False
+
+
+def _input_grads_not_needed() -> None:
+    """Stands in for `enable_input_require_grads` under non-reentrant checkpointing."""
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
