@@ -188,3 +188,26 @@ def test_dpo_from_a_pairs_file(toy_task, tmp_path):
     bad.write_text(json.dumps({"prompt": "Q:", "chosen": " 7"}) + "\n")
     with pytest.raises(LayerwiseError, match="line 1 has no field 'rejected'"):
         train(TrainConfig(task=toy_task, method="dpo", layers="3", pairs=str(bad), **QUICK), "tiny:llama")
+
+
+class Crash(TrainerCallback):
+    """An error in the middle of a step (as an out-of-memory would be), after a weight change."""
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if state.global_step == 2:
+            self.good = {n: p.detach().clone() for n, p in model.named_parameters()}
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).add_(1.0)
+            raise RuntimeError("CUDA out of memory (simulated)\nmore lines")
+
+
+def test_an_error_mid_run_is_recorded_and_the_last_good_weights_kept(toy_task, tmp_path):
+    crash = Crash()
+    config = TrainConfig(task=toy_task, method="sft", layers="2", out=str(tmp_path), lr=1e-2,
+                         **{**QUICK, "steps": 5})
+    m = train(config, "tiny:llama", extra_callbacks=[crash]).metrics
+    assert m["status"] == "failed" and m["failure"] == "RuntimeError: CUDA out of memory (simulated)"
+    saved = load_file(tmp_path / "model" / "model.safetensors")
+    for name, good in crash.good.items():
+        if name in saved:
+            assert torch.equal(saved[name], good), name

@@ -74,6 +74,12 @@ class NaNGuard(TrainerCallback):
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.params)
 
+    def restore(self) -> None:
+        """Put back the trainable weights of the last step whose loss and weights were finite."""
+        with torch.no_grad():
+            for keep, p in zip(self.good, self.params):
+                p.copy_(keep)
+
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs or "loss" not in logs or self.failed_reason:
             return
@@ -83,9 +89,7 @@ class NaNGuard(TrainerCallback):
                 keep.copy_(p.detach())
             self.good_step = state.global_step
             return
-        with torch.no_grad():
-            for keep, p in zip(self.good, self.params):
-                p.copy_(keep)
+        self.restore()
         self.failed_reason = (f"non-finite loss ({loss}) at step {state.global_step}; weights "
                               f"restored to step {self.good_step}, the last finite one")
         control.should_training_stop = True

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +125,8 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
     recorder, guard = RunRecorder(), NaNGuard(model)
     callbacks = [recorder, guard, LiveProgress(f"{config.method} {trainable.description}",
                                                enabled=config.progress), *(extra_callbacks or [])]
-    trainer_dir = out / "trainer" if out is not None else Path(".layerwise-trainer")
+    scratch = tempfile.mkdtemp(prefix="layerwise-trainer-")  # the Trainer's output_dir: unused
+    trainer_dir = Path(scratch)
     report_to = ["tensorboard"] if out is not None else []
     args = common_args(config, str(trainer_dir), report_to, dev, next(model.parameters()).dtype)
     builder = BUILDERS[config.method]
@@ -132,20 +135,22 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
         torch.cuda.reset_peak_memory_stats(dev)
 
     model.train()
-    with _tensorboard_dir(out / "tensorboard" if out is not None else None):
-        trainer = builder(model, tokenizer, task, config, args, callbacks, optimizer, **extra)
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    error = None
+    try:
+        with _tensorboard_dir(out / "tensorboard" if out is not None else None):
+            trainer = builder(model, tokenizer, task, config, args, callbacks, optimizer, **extra)
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        # Ours shows the running reward as well, and keeps stdout for results.
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        error = None
-        try:
-            trainer.train()
-        except LayerwiseError:
-            raise
-        except (RuntimeError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            # Ours shows the running reward as well, and keeps stdout for results.
+            trainer.remove_callback(ProgressCallback)
+            trainer.remove_callback(PrinterCallback)
+            try:
+                trainer.train()
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory: keep the last good weights
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                guard.restore()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     model = trainer.model
     model.eval()
     state = trainer.state
