@@ -25,8 +25,8 @@ from layerwise.data.corpus import load_corpus, token_windows
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.generation import ensure_pad_token
 from layerwise.evaluation.perplexity import perplexity
-from layerwise.evaluation.task_eval import evaluate_task, write_records
-from layerwise.models.loading import load_model
+from layerwise.evaluation.task_eval import TaskEvaluation, evaluate_task, write_records
+from layerwise.models.loading import LoadedModel, load_model
 from layerwise.tasks.registry import get_task
 from layerwise.training.callbacks import (
     LiveProgress,
@@ -85,9 +85,23 @@ def _score(model, tokenizer, task, config, windows):
     return ev, ppl
 
 
+def score_base(config: TrainConfig, loaded: LoadedModel) -> tuple[TaskEvaluation, float | None]:
+    """The base model's held-out accuracy and general-text perplexity, as `train` measures them."""
+    task = get_task(config.task, **config.task_options)
+    ensure_pad_token(loaded.tokenizer)
+    windows = _general_windows(loaded.tokenizer, config, loaded.context_length)
+    return _score(loaded.model, loaded.tokenizer, task, config, windows)
+
+
 def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "auto",
           device: str = "auto", trust_remote_code: bool = False,
-          extra_callbacks: list | None = None) -> TrainResult:
+          extra_callbacks: list | None = None, loaded: LoadedModel | None = None,
+          base: tuple[TaskEvaluation, float | None] | None = None) -> TrainResult:
+    """Train as `config` says and score before and after.
+
+    `loaded` (a model the caller already holds, trained in place) and `base` (the base model's
+    scores from `score_base`) let a sweep load once and score the base once for many runs.
+    """
     task = get_task(config.task, **config.task_options)
     pairs = load_pairs(config.pairs) if config.pairs else None
     out = Path(config.out) if config.out else None
@@ -99,15 +113,18 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
         write_metrics(out, metrics)
     wall_start = time.perf_counter()
 
-    loaded = load_model(model_spec, dtype=dtype, device=device, seed=config.seed,
-                        trust_remote_code=trust_remote_code)
+    if loaded is None:
+        loaded = load_model(model_spec, dtype=dtype, device=device, seed=config.seed,
+                            trust_remote_code=trust_remote_code)
     model, tokenizer = loaded.model, loaded.tokenizer
     ensure_pad_token(tokenizer)
     dev = next(model.parameters()).device
     windows = _general_windows(tokenizer, config, loaded.context_length)
 
-    log.info("scoring the base model on %d %s items", config.eval_n, task.name)
-    base_eval, base_ppl = _score(model, tokenizer, task, config, windows)
+    if base is None:
+        log.info("scoring the base model on %d %s items", config.eval_n, task.name)
+        base = _score(model, tokenizer, task, config, windows)
+    base_eval, base_ppl = base
     transformers.set_seed(config.seed)
     trainable = prepare_trainable(model, config)
     model = trainable.model

@@ -1,0 +1,88 @@
+"""`layerwise sweep`: layer contribution C(k) over many selections, resumable, local or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from layerwise.cli.main import add_model_args
+from layerwise.cli.train_cmd import add_task_args
+from layerwise.errors import LayerwiseError
+from layerwise.training.config import METHODS
+
+NAME = "sweep"
+HELP = "train each selection (e.g. every block) and full, and report the layer contribution C(k)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    add_task_args(p)
+    p.add_argument("--method", default="sft", choices=METHODS)
+    p.add_argument("--layers", default="each", metavar="ITEMS",
+                   help="';'-separated: each, window:K, mid:K, top:K@FILE, boost:SPEC=X, or any "
+                        "selection spec (default: each block)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
+    t = p.add_argument_group("training (every run)")
+    t.add_argument("--steps", type=int, default=50)
+    t.add_argument("--lr", type=float, default=None, help="learning rate of the selection runs")
+    t.add_argument("--full-lr", type=float, default=None,
+                   help="learning rate of the full run (default: --lr)")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--num-generations", type=int, default=8)
+    t.add_argument("--max-completion-length", type=int, default=None)
+    t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--n-train", type=int, default=1000)
+    t.add_argument("--eval-n", type=int, default=100)
+    r = p.add_argument_group("execution")
+    r.add_argument("--out", required=True, metavar="DIR", help="store, contribution.*, report.html")
+    r.add_argument("--workers", type=int, default=1, help="local worker processes")
+    r.add_argument("--backend", choices=("local", "ray"), default="local")
+    r.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or auto)")
+    r.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per run on Ray")
+    r.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per run on Ray")
+    r.add_argument("--force", action="store_true",
+                   help="use an out dir whose store belongs to a different sweep")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(s) for s in text.split(",") if s.strip()))
+    except ValueError:
+        raise LayerwiseError(f"--seeds {text!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise LayerwiseError("--seeds is empty")
+    return seeds
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerwise.sweeps.outputs import write_sweep_outputs
+    from layerwise.sweeps.runner import run_sweep
+    from layerwise.sweeps.spec import SweepSpec
+    from layerwise.tasks.registry import parse_task_options
+
+    train = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+             "num_generations": args.num_generations, "n_train": args.n_train,
+             "eval_n": args.eval_n, "max_completion_length": args.max_completion_length,
+             "temperature": args.temperature}
+    sweep = SweepSpec(model=args.model, task=args.task, method=args.method, layers=args.layers,
+                      seeds=_seeds(args.seeds), task_options=parse_task_options(args.task_option),
+                      train=train, full_lr=args.full_lr)
+
+    def progress(run, result):
+        if not args.quiet:
+            print(f"layerwise: {run.label} seed {run.seed}: {result['status']}"
+                  + (f" ({result['error']})" if result["error"] else ""), file=sys.stderr)
+
+    rows = run_sweep(sweep, args.out, workers=args.workers, backend=args.backend, force=args.force,
+                     dtype=args.dtype, device=args.device, ray_address=args.ray_address,
+                     ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus, on_result=progress)
+    s_base, full, table = write_sweep_outputs(sweep, rows, args.out)
+    lines = [f"base {s_base:.3f}; full " + ", ".join(f"seed {k} {v:.3f}" for k, v in sorted(full.items())),
+             f"{'selection':<16} {'score':>15} {'C(k)':>15} {'trainable':>12}"]
+    for r in table:
+        c = "nan" if math.isnan(r.contribution_mean) else f"{r.contribution_mean:.3f} ± {r.contribution_sd:.3f}"
+        lines.append(f"{r.label:<16} {r.score_mean:>7.3f} ± {r.score_sd:.3f} {c:>15} "
+                     f"{r.trainable_params or 0:>12,}" + (f"  failed: {'; '.join(r.failed)}" if r.failed else ""))
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

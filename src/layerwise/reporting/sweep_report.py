@@ -1,0 +1,78 @@
+"""Plots and HTML for sweeps: C(k) over depth, and a heatmap + rank agreement across sweeps.
+
+Pure functions of the contribution tables (see sweeps/contribution.py); nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+from layerwise.fileio import atomic_write_text
+from layerwise.sweeps.contribution import Contribution
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_contribution(rows: list[Contribution], path: str | Path, title: str) -> Path:
+    """Bars of C(k) (mean, error bar = sd over seeds); single blocks in depth order first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    singles = sorted((r for r in rows if len(r.blocks) == 1 and r.label.startswith("block ")),
+                     key=lambda r: r.blocks[0])
+    others = [r for r in rows if r not in singles]
+    ordered = singles + others
+    labels = [str(r.blocks[0]) if r in singles else r.label for r in ordered]
+    means = [r.contribution_mean if math.isfinite(r.contribution_mean) else 0.0 for r in ordered]
+    sds = [r.contribution_sd if math.isfinite(r.contribution_sd) else 0.0 for r in ordered]
+    colors = ["#3b75af" if r in singles else "#e08b3c" for r in ordered]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(ordered) + 2), 3.6))
+    ax.bar(range(len(ordered)), means, yerr=sds, color=colors, capsize=2)
+    ax.axhline(1.0, color="k", linewidth=0.8, linestyle="--", label="C = 1 (as good as full)")
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_xticks(range(len(ordered)))
+    ax.set_xticklabels(labels, rotation=90 if len(ordered) > 12 else 0, fontsize=7)
+    ax.set_xlabel("block (depth order)" + (", then other selections" if others else ""))
+    ax.set_ylabel("C(k)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Contribution],
+               plot: Path, path: str | Path) -> Path:
+    img = base64.b64encode(Path(plot).read_bytes()).decode()
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>S_base = {s_base:.4f}; S_full per seed: "
+            + ", ".join(f"seed {k}: {v:.4f}" for k, v in sorted(full.items())) + "</p>",
+            "<p>C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean ± sd.</p>",
+            f'<img src="data:image/png;base64,{img}" style="max-width:100%">',
+            "<table><tr><th>selection</th><th>blocks</th><th>score</th><th>C(k)</th>"
+            "<th>per seed</th><th>trainable</th><th>step s</th><th>failed</th></tr>"]
+    for r in rows:
+        per_seed = ", ".join(f"{k}: {v:.3f}" for k, v in r.contribution_per_seed.items())
+        body.append(
+            f"<tr><td>{html.escape(r.label)}</td><td>{html.escape(' '.join(map(str, r.blocks)))}</td>"
+            f"<td>{r.score_mean:.3f} ± {r.score_sd:.3f}</td>"
+            f"<td>{r.contribution_mean:.3f} ± {r.contribution_sd:.3f}</td><td>{per_seed}</td>"
+            f"<td>{r.trainable_params or '-'}</td><td>{(r.step_seconds or math.nan):.3f}</td>"
+            f"<td>{html.escape('; '.join(r.failed))}</td></tr>")
+    body.append("</table>")
+    page = ("<!doctype html><meta charset='utf-8'><title>" + html.escape(title) + "</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:"
+            "1px solid #ddd;font-size:13px}</style>" + "\n".join(body))
+    return atomic_write_text(path, page)

@@ -1,0 +1,177 @@
+"""Running a sweep: skip what the store says is done, run the rest, record each result at once.
+
+Backends: in this process (`--workers 1`, the model loaded once and copied per run), local worker
+processes (`--workers N`, each loads the model once and keeps it), or an existing Ray cluster
+(`--backend ray`, one run per Ray task with its CPU/GPU request). Whatever the backend, workers
+only compute and return; the driver alone writes the store, one transaction per finished run, so
+a crash or `kill -9` loses at most the runs in flight.
+The base model is scored once per sweep and handed to every training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from layerwise.errors import LayerwiseError
+from layerwise.evaluation.task_eval import TaskEvaluation
+from layerwise.models.arch import discover_layers
+from layerwise.models.loading import LoadedModel, load_model
+from layerwise.sweeps.spec import RunSpec, SweepSpec, plan_runs
+from layerwise.sweeps.store import SweepStore, open_store
+
+log = logging.getLogger(__name__)
+BACKENDS = ("local", "ray")
+_MODELS: dict[tuple, LoadedModel] = {}  # per process: the pristine model of each (spec, dtype, device)
+
+
+@dataclass
+class Execution:
+    dtype: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+
+
+def _pristine(model: str | None, ex: Execution) -> LoadedModel:
+    key = (model, ex.dtype, ex.device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(model, dtype=ex.dtype, device=ex.device)
+    return _MODELS[key]
+
+
+def _base_from_metrics(metrics: dict) -> tuple[TaskEvaluation, float | None]:
+    ev = TaskEvaluation(task=metrics["task"], split="eval", n=metrics["n"], seed=0,
+                        accuracy=metrics["accuracy"], mean_score=metrics["mean_score"],
+                        seconds=metrics.get("seconds", 0.0))
+    return ev, metrics.get("general_perplexity")
+
+
+def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution) -> dict[str, Any]:
+    """Do one run; never raises: a failure comes back as {"status": "failed", "error": ...}."""
+    from layerwise.training.runner import score_base, train
+
+    if ex.threads:
+        import torch
+
+        torch.set_num_threads(ex.threads)
+    try:
+        pristine = _pristine(run.model, ex)
+        config = run.config()
+        if run.kind == "base":
+            ev, ppl = score_base(config, pristine)
+            return {"status": "completed", "error": None,
+                    "metrics": {"task": ev.task, "n": ev.n, "accuracy": ev.accuracy,
+                                "mean_score": ev.mean_score, "general_perplexity": ppl,
+                                "seconds": ev.seconds}}
+        loaded = dataclasses.replace(pristine, model=copy.deepcopy(pristine.model))
+        base = _base_from_metrics(base_metrics) if base_metrics else None
+        metrics = train(config, run.model, loaded=loaded, base=base).metrics
+        return {"status": metrics["status"], "error": metrics.get("failure"), "metrics": metrics}
+    except LayerwiseError as exc:
+        return {"status": "failed", "error": str(exc), "metrics": None}
+    except Exception as exc:  # noqa: BLE001 - one bad run (OOM, a library error) must not end a sweep
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return {"status": "failed", "error": f"{type(exc).__name__}: {first}", "metrics": None}
+
+
+def _in_process(runs, base, ex):
+    for run in runs:
+        yield run, execute_run(run, base, ex)
+
+
+def _local_pool(runs, base, ex, workers):
+    threads = ex.threads or max(1, (os.cpu_count() or 1) // workers)
+    ex = dataclasses.replace(ex, threads=threads)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(execute_run, run, base, ex): run for run in runs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                run = pending.pop(fut)
+                try:
+                    yield run, fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker process died (OOM kill...)
+                    yield run, {"status": "failed", "error": f"worker died: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}", "metrics": None}
+
+
+def _ray(runs, base, ex, address, num_cpus, num_gpus):
+    try:
+        import ray
+    except ImportError:
+        raise LayerwiseError("--backend ray needs Ray: pip install 'layerwise[ray]'") from None
+    try:
+        if not ray.is_initialized():
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto",
+                     log_to_driver=False, logging_level=logging.ERROR)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LayerwiseError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS') or 'auto'}: "
+                             f"{first} (start one with `ray start --head`, or set RAY_ADDRESS)") from None
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(execute_run)
+    pending = {remote.remote(run, base, ex): run for run in runs}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            run = pending.pop(ref)
+            try:
+                yield run, ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the task's worker died
+                yield run, {"status": "failed", "error": f"ray task failed: {type(exc).__name__}",
+                            "metrics": None}
+
+
+def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: str = "local",
+              force: bool = False, dtype: str = "auto", device: str = "auto",
+              ray_address: str | None = None, ray_cpus: float = 1.0, ray_gpus: float = 0.0,
+              on_result: Callable[[RunSpec, dict], None] | None = None) -> list[dict]:
+    """Run every run of `sweep` not already completed in `out`'s store; return all its rows."""
+    if backend not in BACKENDS:
+        raise LayerwiseError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if workers < 1:
+        raise LayerwiseError(f"--workers {workers}: must be >= 1")
+    ex = Execution(dtype=dtype, device=device)
+    pristine = _pristine(sweep.model, ex)  # also resolves the selections on the real structure
+    runs = plan_runs(sweep, discover_layers(pristine.model))
+    with open_store(out) as store:
+        store.claim(sweep.sweep_id(), {"summary": sweep.summary(),
+                                       "spec": dataclasses.asdict(sweep)}, force=force)
+        done = store.completed_ids()
+        base_run, train_runs = runs[0], runs[1:]
+        if base_run.run_id not in done:
+            _record(store, base_run, execute_run(base_run, None, ex), on_result)
+        base_row = next((r for r in store.runs() if r["run_id"] == base_run.run_id), None)
+        if base_row is None or base_row["status"] != "completed":
+            raise LayerwiseError(f"scoring the base model failed: {base_row and base_row['error']}")
+        todo = [r for r in train_runs if r.run_id not in done]
+        log.info("sweep %s: %d runs, %d already done, %d to run", sweep.sweep_id(), len(runs),
+                 len(runs) - len(todo) - 1, len(todo))
+        if backend == "ray":
+            results: Iterable = _ray(todo, base_row["metrics"], ex, ray_address, ray_cpus, ray_gpus)
+        elif workers > 1:
+            results = _local_pool(todo, base_row["metrics"], ex, workers)
+        else:
+            results = _in_process(todo, base_row["metrics"], ex)
+        for run, result in results:
+            _record(store, run, result, on_result)
+        ids = {r.run_id for r in runs}
+        return [r for r in store.runs() if r["run_id"] in ids]
+
+
+def _record(store: SweepStore, run: RunSpec, result: dict, on_result) -> None:
+    spec = {"label": run.label, "kind": run.kind, "blocks": list(run.blocks), "train": run.train,
+            "model": run.model}
+    metrics = result["metrics"]
+    if metrics is not None:
+        metrics = {k: v for k, v in metrics.items() if k != "history"} | (
+            {"history": metrics["history"][-200:]} if "history" in metrics else {})
+    store.record(run.run_id, run.label, run.seed, spec, result["status"], metrics, result["error"])
+    if on_result is not None:
+        on_result(run, result)

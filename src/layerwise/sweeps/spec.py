@@ -1,0 +1,138 @@
+"""What a sweep runs: the expansion of `--layers` items into runs with stable ids.
+
+A sweep is the central experiment of "Is One Layer Enough?" (PAPERS.md section 1): the base
+score, full training, and one training run per selection (per block with `each`), for every seed.
+Items of `--layers` (separated by `;`):
+- `each`: every block on its own; `window:K`: every run of K consecutive blocks;
+- `mid:K` (the K blocks around L/2), `top:K@FILE[:METRIC]`, or any selection spec (docs/selection.md);
+- `boost:SPEC=X`: full training with the learning rate of SPEC's blocks multiplied by X (the
+  paper's "raise the LR of the best blocks" strategy).
+Two items that resolve to the same parameters run once. A run's id is a hash of everything that
+determines its result (model, task, method, what trains, seed, every training option), so the
+same command always maps onto the same ids and a rerun can skip finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from layerwise.errors import LayerwiseError
+from layerwise.models.arch import LayerMap
+from layerwise.selection.resolve import resolve_selection
+from layerwise.training.config import TrainConfig
+
+BASE_LABEL = "base"
+FULL_LABEL = "full"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One unit of work: scoring the base model, or one training run."""
+
+    label: str  # "base", "full", "block 7", "mid:4", "boost:10-12=3", ...
+    kind: str  # "base" | "train"
+    seed: int
+    train: dict[str, Any]  # TrainConfig fields (without `out`)
+    model: str | None
+    blocks: tuple[int, ...] = ()
+
+    @property
+    def run_id(self) -> str:
+        payload = json.dumps({"kind": self.kind, "seed": self.seed, "train": self.train,
+                              "model": self.model}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(**self.train)
+
+
+@dataclass
+class SweepSpec:
+    model: str | None
+    task: str
+    method: str
+    layers: str = "each"
+    seeds: tuple[int, ...] = (0,)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # steps, lr, batch_size, ... for every run
+    full_lr: float | None = None  # the paper tunes full training's LR separately
+
+    def sweep_id(self) -> str:
+        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        return (f"{self.method} on {self.task} for {self.model or 'embedded'}, layers "
+                f"{self.layers!r}, seeds {','.join(map(str, self.seeds))}")
+
+
+def _items(layers: str) -> list[str]:
+    items = [i.strip() for i in layers.split(";") if i.strip()]
+    if not items:
+        raise LayerwiseError("--layers is empty; use each, window:K, mid:K, top:K@FILE or a spec")
+    return items
+
+
+def expand_selections(layers: LayerMap, spec: str) -> list[tuple[str, dict[str, Any], tuple[int, ...]]]:
+    """[(label, TrainConfig fields for what trains, blocks)], duplicates (same parameters) once."""
+    out: list[tuple[str, dict[str, Any], tuple[int, ...]]] = []
+    seen: dict[frozenset, str] = {}
+    n = layers.num_blocks
+    for item in _items(spec):
+        if item == "each":
+            expanded = [(f"block {i}", str(i)) for i in range(n)]
+        elif item.startswith("window:"):
+            try:
+                k = int(item.split(":", 1)[1])
+            except ValueError:
+                raise LayerwiseError(f"--layers item {item!r}: window:K needs an integer K") from None
+            if not 1 <= k <= n:
+                raise LayerwiseError(f"--layers item {item!r}: K must be 1..{n}")
+            expanded = [(f"blocks {i}-{i + k - 1}", f"{i}-{i + k - 1}") for i in range(n - k + 1)]
+        elif item.startswith("boost:"):
+            body = item[len("boost:"):]
+            if "=" not in body:
+                raise LayerwiseError(f"--layers item {item!r}: boost:SPEC=X (e.g. boost:10-12=3)")
+            sel = resolve_selection(layers, body.rpartition("=")[0])
+            key = frozenset({("boost", body)})
+            if key not in seen:
+                seen[key] = item
+                out.append((item, {"full": True, "lr_scale": [body]}, sel.blocks))
+            continue
+        else:
+            expanded = [(item, item)]
+        for label, sel_spec in expanded:
+            sel = resolve_selection(layers, sel_spec)
+            if sel.names in seen:
+                continue  # the same parameters as an earlier item: one run
+            seen[sel.names] = label
+            out.append((label, {"layers": sel_spec}, sel.blocks))
+    return out
+
+
+def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
+    """The base run, then per seed: full training and one run per selection."""
+    common = {**sweep.train, "task": sweep.task, "task_options": sweep.task_options,
+              "method": sweep.method, "progress": False, "out": None}
+    try:
+        TrainConfig(**{**common, "full": True})  # validate the shared options once
+    except TypeError as exc:
+        raise LayerwiseError(f"sweep training options: {exc}") from exc
+    base_train = {**common, "full": True, "seed": 0}
+    runs = [RunSpec(BASE_LABEL, "base", 0, base_train, sweep.model)]
+    selections = expand_selections(layers, sweep.layers)
+    for seed in sweep.seeds:
+        full = {**common, "full": True, "seed": seed}
+        if sweep.full_lr is not None:
+            full["lr"] = sweep.full_lr
+        runs.append(RunSpec(FULL_LABEL, "train", seed, full, sweep.model,
+                            tuple(range(layers.num_blocks))))
+        for label, what, blocks in selections:
+            train = {**common, **what, "seed": seed}
+            if "lr_scale" in what and sweep.full_lr is not None:
+                train["lr"] = sweep.full_lr
+            runs.append(RunSpec(label, "train", seed, train, sweep.model, tuple(blocks)))
+    return runs
