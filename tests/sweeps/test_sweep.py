@@ -1,0 +1,130 @@
+"""Sweeps on tiny models: C(k), resume, dedup, a refused foreign store, a kill -9 mid-sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from layerwise.errors import LayerwiseError
+from layerwise.models import discover_layers, load_model
+from layerwise.sweeps.contribution import contributions
+from layerwise.sweeps.outputs import write_sweep_outputs
+from layerwise.sweeps.runner import run_sweep
+from layerwise.sweeps.spec import SweepSpec, expand_selections
+from layerwise.sweeps.store import open_store
+
+TRAIN = {"steps": 12, "lr": 3e-3, "batch_size": 8, "n_train": 16, "eval_n": 6,
+         "general_seqs": 1, "general_seq_len": 32}
+
+
+def _sweep(task, **kw):
+    return SweepSpec(model="tiny:llama", task=task, method="sft",
+                     **{"layers": "each", "seeds": (0,), "train": TRAIN, **kw})
+
+
+def test_complete_sweep_and_resume(toy_task, tmp_path):
+    seen = []
+    rows = run_sweep(_sweep(toy_task), tmp_path, on_result=lambda run, res: seen.append(run.label))
+    assert seen == ["base", "full", "block 0", "block 1", "block 2", "block 3"]
+    assert all(r["status"] == "completed" for r in rows)
+    s_base, full, table = write_sweep_outputs(_sweep(toy_task), rows, tmp_path)
+    assert s_base == 0.0 and full[0] > 0.5  # the toy task is learnable: full training learns it
+    for r in table[1:]:
+        expected = r.score_mean / full[0]
+        assert r.contribution_mean == pytest.approx(expected)
+    assert table[0].label == "full" and table[0].contribution_mean == pytest.approx(1.0)
+    doc = json.loads((tmp_path / "contribution.json").read_text())
+    assert len(doc["selections"]) == 5
+    assert (tmp_path / "contribution.csv").read_text().count("\n") == 6
+    assert (tmp_path / "contribution.png").stat().st_size > 1000
+    assert "C(k)" in (tmp_path / "report.html").read_text()
+    # The same command again: nothing runs, the same rows come back.
+    again = []
+    rows2 = run_sweep(_sweep(toy_task), tmp_path, on_result=lambda run, res: again.append(run.label))
+    assert again == [] and [r["run_id"] for r in rows2] == [r["run_id"] for r in rows]
+
+
+def test_failed_runs_are_stored_and_retried(toy_task, tmp_path):
+    """A diverging run (lr x 1e30 on block 3) is stored as failed with its reason; the sweep goes
+    on, and the next invocation retries only that run."""
+    train = {**TRAIN, "steps": 4, "max_grad_norm": 0.0, "lr": 1e-3}
+    sweep = _sweep(toy_task, layers="boost:3=1e30;1", train=train)
+    rows = run_sweep(sweep, tmp_path)
+    status = {r["label"]: r for r in rows}
+    assert status["boost:3=1e30"]["status"] == "failed"
+    assert "non-finite loss" in status["boost:3=1e30"]["error"]
+    assert status["1"]["status"] == status["full"]["status"] == "completed"
+    retried = []
+    rows = run_sweep(sweep, tmp_path, on_result=lambda run, res: retried.append(run.label))
+    assert retried == ["boost:3=1e30"]
+    assert {r["label"]: r["attempts"] for r in rows}["boost:3=1e30"] == 2
+    with pytest.raises(LayerwiseError, match="out of range"):
+        run_sweep(_sweep(toy_task, layers="boost:9=2"), tmp_path / "other")
+
+
+def test_duplicates_run_once_and_windows():
+    layers = discover_layers(load_model("tiny:llama").model)
+    sel = expand_selections(layers, "each;1;mid:2;1-2;window:2")
+    labels = [label for label, _, _ in sel]
+    assert labels == ["block 0", "block 1", "block 2", "block 3", "mid:2", "blocks 0-1", "blocks 2-3"]
+    with pytest.raises(LayerwiseError, match="window:K needs an integer"):
+        expand_selections(layers, "window:x")
+    with pytest.raises(LayerwiseError, match="out of range"):
+        expand_selections(layers, "7")
+
+
+def test_a_store_of_another_sweep_is_refused(toy_task, tmp_path):
+    run_sweep(_sweep(toy_task, layers="3"), tmp_path)
+    with pytest.raises(LayerwiseError, match="holds the store of a different sweep"):
+        run_sweep(_sweep(toy_task, layers="2"), tmp_path)
+    rows = run_sweep(_sweep(toy_task, layers="2"), tmp_path, force=True)
+    assert {r["label"] for r in rows} == {"base", "full", "2"}
+
+
+def test_two_local_workers(toy_task, tmp_path):
+    rows = run_sweep(_sweep(toy_task, layers="1;2", train={**TRAIN, "steps": 3}), tmp_path, workers=2)
+    assert [r["status"] for r in rows] == ["completed"] * 4
+
+
+def test_kill_9_mid_sweep_loses_at_most_the_run_in_flight(toy_task, tmp_path):
+    cmd = [sys.executable, "-m", "layerwise.cli.main", "sweep", "--model", "tiny:llama", "--task",
+           toy_task, "--method", "sft", "--steps", "12", "--lr", "3e-3", "--batch-size", "8",
+           "--n-train", "16", "--eval-n", "6", "--seeds", "0,1", "--out", str(tmp_path), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = tmp_path / "sweep.sqlite"
+    try:
+        deadline = time.time() + 120
+        done = 0
+        while time.time() < deadline and done < 3:
+            time.sleep(0.1)
+            if db.exists():
+                with sqlite3.connect(db) as con:
+                    try:
+                        done = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        done = 0
+        assert proc.poll() is None, "the sweep finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        before = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    assert 3 <= before < 11
+    code = subprocess.run(cmd, capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr[-2000:]
+    with open_store(tmp_path) as store:
+        rows = store.runs()
+    assert len(rows) == 11 and all(r["status"] == "completed" for r in rows)
+    assert all(r["attempts"] == 1 for r in rows)  # nothing that had finished ran again
+    _, full, table = contributions(rows)
+    assert set(full) == {0, 1} and all(math.isfinite(r.contribution_mean) for r in table)
