@@ -128,3 +128,25 @@ def test_kill_9_mid_sweep_loses_at_most_the_run_in_flight(toy_task, tmp_path):
     assert all(r["attempts"] == 1 for r in rows)  # nothing that had finished ran again
     _, full, table = contributions(rows)
     assert set(full) == {0, 1} and all(math.isfinite(r.contribution_mean) for r in table)
+
+
+def test_ray_backend_on_a_local_instance(toy_task, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = run_sweep(_sweep(toy_task, layers="1;2", train={**TRAIN, "steps": 3}), tmp_path,
+                         backend="ray", ray_cpus=1)
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    assert {r["label"] for r in rows} == {"base", "full", "1", "2"}
+
+
+def test_unreachable_ray_address_is_one_line(capsys, toy_task, tmp_path):
+    pytest.importorskip("ray")
+    from tests.cli.test_cli import _one_line_error, run
+
+    code, out, err = run(capsys, "sweep", "--model", "tiny:llama", "--task", toy_task, "--out",
+                         str(tmp_path), "--backend", "ray", "--ray-address", "127.0.0.1:1", "-q")
+    _one_line_error(code, out, err, r"cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not (tmp_path / "sweep.sqlite").exists()

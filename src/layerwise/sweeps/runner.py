@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import logging
 import os
+import socket
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -102,19 +103,42 @@ def _local_pool(runs, base, ex, workers):
                                 f"{str(exc).splitlines()[0] if str(exc) else ''}", "metrics": None}
 
 
-def _ray(runs, base, ex, address, num_cpus, num_gpus):
+def _address_reachable(address: str, timeout: float = 3.0) -> bool:
+    """A TCP connect to host:port (Ray itself retries an unreachable address for minutes)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return True  # not host:port (e.g. "auto", "local"): let Ray interpret it
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect_ray(address: str | None) -> None:
+    """Join an existing Ray cluster (or the one this process already started), or fail in one line."""
     try:
         import ray
     except ImportError:
         raise LayerwiseError("--backend ray needs Ray: pip install 'layerwise[ray]'") from None
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    hint = "start one with `ray start --head`, or set RAY_ADDRESS / --ray-address"
+    if not _address_reachable(target):
+        raise LayerwiseError(f"cannot reach the Ray cluster at {target}: connection refused or "
+                             f"timed out ({hint})")
     try:
-        if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto",
-                     log_to_driver=False, logging_level=logging.ERROR)
+        ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LayerwiseError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS') or 'auto'}: "
-                             f"{first} (start one with `ray start --head`, or set RAY_ADDRESS)") from None
+        raise LayerwiseError(f"cannot reach the Ray cluster at {target}: {first} ({hint})") from None
+
+
+def _ray(runs, base, ex, num_cpus, num_gpus):
+    import ray
+
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(execute_run)
     pending = {remote.remote(run, base, ex): run for run in runs}
     while pending:
@@ -137,6 +161,8 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
         raise LayerwiseError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if workers < 1:
         raise LayerwiseError(f"--workers {workers}: must be >= 1")
+    if backend == "ray":
+        connect_ray(ray_address)  # before any work, so a bad address fails at once
     ex = Execution(dtype=dtype, device=device)
     pristine = _pristine(sweep.model, ex)  # also resolves the selections on the real structure
     runs = plan_runs(sweep, discover_layers(pristine.model))
@@ -154,7 +180,7 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
         log.info("sweep %s: %d runs, %d already done, %d to run", sweep.sweep_id(), len(runs),
                  len(runs) - len(todo) - 1, len(todo))
         if backend == "ray":
-            results: Iterable = _ray(todo, base_row["metrics"], ex, ray_address, ray_cpus, ray_gpus)
+            results: Iterable = _ray(todo, base_row["metrics"], ex, ray_cpus, ray_gpus)
         elif workers > 1:
             results = _local_pool(todo, base_row["metrics"], ex, workers)
         else:
