@@ -85,7 +85,8 @@ def contributions(rows: list[dict]) -> tuple[float, dict[int, float], list[Contr
     return s_base, full, out
 
 
-def to_json(s_base: float, full: dict[int, float], rows: list[Contribution]) -> str:
+def to_json(s_base: float, full: dict[int, float], rows: list[Contribution],
+            sweep: dict | None = None) -> str:
     def safe(x):
         if isinstance(x, float) and not math.isfinite(x):
             return None
@@ -96,7 +97,7 @@ def to_json(s_base: float, full: dict[int, float], rows: list[Contribution]) -> 
         return x
 
     doc = {"formula": "C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean and sd",
-           "base_score": s_base, "full_score": {str(k): v for k, v in full.items()},
+           "sweep": sweep or {}, "base_score": s_base, "full_score": {str(k): v for k, v in full.items()},
            "selections": [safe(asdict(r)) for r in rows]}
     return json.dumps(doc, indent=2) + "\n"
 

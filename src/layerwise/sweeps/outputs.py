@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from layerwise.fileio import atomic_write_text
@@ -14,7 +15,7 @@ def write_sweep_outputs(sweep: SweepSpec, rows: list[dict], out: str | Path
                         ) -> tuple[float, dict[int, float], list[Contribution]]:
     out = Path(out)
     s_base, full, table = contributions(rows)
-    atomic_write_text(out / "contribution.json", to_json(s_base, full, table))
+    atomic_write_text(out / "contribution.json", to_json(s_base, full, table, asdict(sweep)))
     atomic_write_text(out / "contribution.csv", to_csv(table))
     title = f"Layer contribution: {sweep.summary()}"
     plot = plot_contribution(table, out / "contribution.png", title)

@@ -1,0 +1,48 @@
+"""Merging sweeps: heatmap and rank consistency (Spearman, Kendall tau-b)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from layerwise.sweeps.compare import kendall_tau_b, load_sweep, rank_consistency
+from tests.cli.test_cli import _one_line_error, run
+
+
+def test_kendall_tau_b_known_values():
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ties: tau-b = (C - D) / sqrt((C + D + Ta)(C + D + Tb)), here C=2, D=0, Ta=1, Tb=0
+    assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(3 * 2))
+    assert math.isnan(kendall_tau_b([1, 2], [1, 2]))
+
+
+def _write(path, task, values):
+    path.mkdir()
+    sels = [{"label": f"block {i}", "blocks": [i], "contribution_mean": v} for i, v in enumerate(values)]
+    sels.append({"label": "mid:2", "blocks": [1, 2], "contribution_mean": 9.0})
+    (path / "contribution.json").write_text(json.dumps(
+        {"sweep": {"task": task, "method": "grpo", "model": "m"}, "selections": sels}))
+
+
+def test_report_merges_sweeps(tmp_path, capsys):
+    _write(tmp_path / "a", "math", [0.1, 0.5, 0.9, 0.3])
+    _write(tmp_path / "b", "code", [0.2, 0.6, 0.8, 0.1])
+    cols = [load_sweep(tmp_path / "a"), load_sweep(tmp_path / "b")]
+    assert cols[0].per_block == {0: 0.1, 1: 0.5, 2: 0.9, 3: 0.3}  # multi-block selections left out
+    (row,) = rank_consistency(cols)
+    assert row["blocks"] == 4 and row["spearman"] == pytest.approx(0.8)
+    assert row["kendall"] == pytest.approx(4 / 6)
+    code, out, err = run(capsys, "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                         str(tmp_path / "r"))
+    assert code == 0, err
+    assert "math/grpo/m" in out and "0.800" in out
+    assert (tmp_path / "r" / "heatmap.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "r" / "consistency.json").read_text())["pairs"][0]["blocks"] == 4
+
+
+def test_report_of_a_directory_without_a_sweep(tmp_path, capsys):
+    code, out, err = run(capsys, "report", str(tmp_path))
+    _one_line_error(code, out, err, r"holds no contribution.json")
