@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from layerwise.cli import (
         data_cmd,
         diagnose_cmd,
+        estimate_cmd,
         eval_cmd,
         layers_cmd,
         report_cmd,
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"layerwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=OneLineParser)
-    for module in (layers_cmd, diagnose_cmd, train_cmd, eval_cmd, sweep_cmd, report_cmd, data_cmd):
+    for module in (layers_cmd, diagnose_cmd, train_cmd, eval_cmd, sweep_cmd, report_cmd,
+                   estimate_cmd, data_cmd):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
         module.add_arguments(p)

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or auto)")
     r.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per run on Ray")
     r.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per run on Ray")
+    r.add_argument("--no-keep-full", action="store_true",
+                   help="do not keep the full runs' checkpoints (full-seedS/; the delta estimator "
+                        "of `layerwise estimate` needs one)")
     r.add_argument("--force", action="store_true",
                    help="use an out dir whose store belongs to a different sweep")
 
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     rows = run_sweep(sweep, args.out, workers=args.workers, backend=args.backend, force=args.force,
                      dtype=args.dtype, device=args.device, ray_address=args.ray_address,
-                     ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus, on_result=progress)
+                     ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
+                     keep_full=not args.no_keep_full, on_result=progress)
     s_base, full, table = write_sweep_outputs(sweep, rows, args.out)
     lines = [f"base {s_base:.3f}; full " + ", ".join(f"seed {k} {v:.3f}" for k, v in sorted(full.items())),
              f"{'selection':<16} {'score':>15} {'C(k)':>15} {'trainable':>12}"]

@@ -25,7 +25,7 @@ from layerwise.errors import LayerwiseError
 from layerwise.evaluation.task_eval import TaskEvaluation
 from layerwise.models.arch import discover_layers
 from layerwise.models.loading import LoadedModel, load_model
-from layerwise.sweeps.spec import RunSpec, SweepSpec, plan_runs
+from layerwise.sweeps.spec import FULL_LABEL, RunSpec, SweepSpec, plan_runs
 from layerwise.sweeps.store import SweepStore, open_store
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,13 @@ def _base_from_metrics(metrics: dict) -> tuple[TaskEvaluation, float | None]:
     return ev, metrics.get("general_perplexity")
 
 
-def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution) -> dict[str, Any]:
-    """Do one run; never raises: a failure comes back as {"status": "failed", "error": ...}."""
+def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution,
+                save_to: str | None = None) -> dict[str, Any]:
+    """Do one run; never raises: a failure comes back as {"status": "failed", "error": ...}.
+
+    `save_to`: a directory for the run's checkpoint and files (the sweep keeps its full runs there,
+    for the `delta` estimator); it is not part of the run's identity.
+    """
     from layerwise.training.runner import score_base, train
 
     if ex.threads:
@@ -65,6 +70,8 @@ def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution) -> dict[
     try:
         pristine = _pristine(run.model, ex)
         config = run.config()
+        if save_to is not None:
+            config.out = save_to
         if run.kind == "base":
             ev, ppl = score_base(config, pristine)
             return {"status": "completed", "error": None,
@@ -82,16 +89,16 @@ def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution) -> dict[
         return {"status": "failed", "error": f"{type(exc).__name__}: {first}", "metrics": None}
 
 
-def _in_process(runs, base, ex):
+def _in_process(runs, base, ex, save):
     for run in runs:
-        yield run, execute_run(run, base, ex)
+        yield run, execute_run(run, base, ex, save(run))
 
 
-def _local_pool(runs, base, ex, workers):
+def _local_pool(runs, base, ex, workers, save):
     threads = ex.threads or max(1, (os.cpu_count() or 1) // workers)
     ex = dataclasses.replace(ex, threads=threads)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(execute_run, run, base, ex): run for run in runs}
+        pending = {pool.submit(execute_run, run, base, ex, save(run)): run for run in runs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -136,11 +143,11 @@ def connect_ray(address: str | None) -> None:
         raise LayerwiseError(f"cannot reach the Ray cluster at {target}: {first} ({hint})") from None
 
 
-def _ray(runs, base, ex, num_cpus, num_gpus):
+def _ray(runs, base, ex, num_cpus, num_gpus, save):
     import ray
 
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(execute_run)
-    pending = {remote.remote(run, base, ex): run for run in runs}
+    pending = {remote.remote(run, base, ex, save(run)): run for run in runs}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
@@ -155,7 +162,7 @@ def _ray(runs, base, ex, num_cpus, num_gpus):
 def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: str = "local",
               force: bool = False, dtype: str = "auto", device: str = "auto",
               ray_address: str | None = None, ray_cpus: float = 1.0, ray_gpus: float = 0.0,
-              on_result: Callable[[RunSpec, dict], None] | None = None) -> list[dict]:
+              keep_full: bool = True, on_result: Callable[[RunSpec, dict], None] | None = None) -> list[dict]:
     """Run every run of `sweep` not already completed in `out`'s store; return all its rows."""
     if backend not in BACKENDS:
         raise LayerwiseError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -179,12 +186,16 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
         todo = [r for r in train_runs if r.run_id not in done]
         log.info("sweep %s: %d runs, %d already done, %d to run", sweep.sweep_id(), len(runs),
                  len(runs) - len(todo) - 1, len(todo))
+        def save(run: RunSpec) -> str | None:
+            keep = keep_full and run.label == FULL_LABEL
+            return str(Path(out).resolve() / f"full-seed{run.seed}") if keep else None
+
         if backend == "ray":
-            results: Iterable = _ray(todo, base_row["metrics"], ex, ray_cpus, ray_gpus)
+            results: Iterable = _ray(todo, base_row["metrics"], ex, ray_cpus, ray_gpus, save)
         elif workers > 1:
-            results = _local_pool(todo, base_row["metrics"], ex, workers)
+            results = _local_pool(todo, base_row["metrics"], ex, workers, save)
         else:
-            results = _in_process(todo, base_row["metrics"], ex)
+            results = _in_process(todo, base_row["metrics"], ex, save)
         for run, result in results:
             _record(store, run, result, on_result)
         ids = {r.run_id for r in runs}

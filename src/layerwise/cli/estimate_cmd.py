@@ -1,0 +1,95 @@
+"""`layerwise estimate`: how well cheap estimators predict a measured sweep's C(k), at what cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from layerwise.errors import LayerwiseError
+from layerwise.fileio import atomic_write_text
+
+NAME = "estimate"
+HELP = "predict C(k) cheaply (diagnostics metrics, one full run, start-of-training gradients) " \
+       "and compare with a measured sweep"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP_DIR", help="output directory of `layerwise sweep`")
+    p.add_argument("--diagnostics", default=None, metavar="FILE",
+                   help="diagnostics.json of `layerwise diagnose` on the same model (metric estimators)")
+    p.add_argument("--full-run", default=None, metavar="DIR",
+                   help="a full training run (DIR/model); default: the sweep's own full-seed0/")
+    p.add_argument("--no-delta", action="store_true", help="skip the one-full-run estimator")
+    p.add_argument("--no-gradient", action="store_true", help="skip the gradient estimator")
+    p.add_argument("--gradient-prompts", type=int, default=8)
+    p.add_argument("--out", default=None, metavar="FILE", help="default: SWEEP_DIR/estimators.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerwise.models.loading import load_model
+    from layerwise.sweeps.compare import load_sweep
+    from layerwise.sweeps.estimators import (
+        Timer, agreement, delta_estimates, gradient_estimates, metric_estimates)
+    from layerwise.sweeps.store import open_store
+    from layerwise.tasks.registry import get_task
+
+    sweep_dir = Path(args.sweep)
+    column = load_sweep(sweep_dir)
+    doc = json.loads((sweep_dir / "contribution.json").read_text())
+    spec = doc.get("sweep") or {}
+    if not column.per_block:
+        raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with")
+    with open_store(sweep_dir) as store:
+        sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds", 0.0) for r in store.runs())
+    estimates: dict[str, list] = {}
+    seconds: dict[str, float] = {}
+    if args.diagnostics:
+        try:
+            diag = json.loads(Path(args.diagnostics).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LayerwiseError(f"cannot read diagnostics {args.diagnostics}: {exc}") from exc
+        estimates.update(metric_estimates(diag))
+        seconds["metric"] = float(diag.get("seconds") or diag.get("wall_seconds") or 0.0) or None
+    task = get_task(spec.get("task"), **(spec.get("task_options") or {}))
+    train = spec.get("train") or {}
+    eval_n = int(train.get("eval_n") or 100)
+    base = load_model(spec.get("model"))
+    if not args.no_delta:
+        full_dir = Path(args.full_run) if args.full_run else sweep_dir / "full-seed0"
+        if not (full_dir / "model").is_dir():
+            raise LayerwiseError(f"no full-run checkpoint at {full_dir}/model (pass --full-run, or "
+                                 "--no-delta)")
+        full_metrics = json.loads((full_dir / "metrics.json").read_text())
+        with Timer() as t:
+            tuned = load_model(str(full_dir / "model")).model
+            estimates["delta"] = delta_estimates(base.model, tuned, base.tokenizer, task, eval_n,
+                                                 doc["base_score"], full_metrics["final"]["accuracy"])
+        seconds["delta"] = t.seconds + float(full_metrics.get("wall_seconds") or 0.0)
+    if not args.no_gradient:
+        with Timer() as t:
+            estimates["gradient"] = gradient_estimates(
+                base.model, base.tokenizer, task, spec.get("method", "sft"),
+                n_prompts=args.gradient_prompts,
+                num_generations=int(train.get("num_generations") or 8),
+                max_new_tokens=train.get("max_completion_length"))
+        seconds["gradient"] = t.seconds
+    rows = agreement(estimates, column.per_block, seconds, sweep_seconds)
+    out = Path(args.out) if args.out else sweep_dir / "estimators.json"
+
+    def safe(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    atomic_write_text(out, json.dumps({
+        "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
+        "rows": [{k: safe(v) for k, v in r.items()} for r in rows],
+        "estimates": {k: [safe(x) for x in v] for k, v in estimates.items()},
+        "measured": {str(k): v for k, v in column.per_block.items()}}, indent=2) + "\n")
+    lines = [f"{'estimator':<40} {'spearman':>9} {'blocks':>6} {'cost vs sweep':>14}"]
+    for r in sorted(rows, key=lambda r: -(r["spearman"] if math.isfinite(r["spearman"]) else -9)):
+        cost = "-" if r["cost_vs_sweep"] is None else f"{r['cost_vs_sweep']:.3f}"
+        lines.append(f"{r['estimator']:<40} {r['spearman']:>9.3f} {r['blocks']:>6} {cost:>14}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,145 @@
+"""Cheap predictors of a sweep's layer contribution C(k), and how well each one predicts it.
+
+A per-block sweep costs L+1 training runs. Three estimators cost far less:
+- `metric`: any per-block diagnostics metric (`layerwise diagnose`), oriented so that higher means
+  more important; no training at all.
+- `delta`: one full training run. For each block k, the base model with only block k's update
+  (theta_full - theta_base, block k only) applied is scored on the task: S'_k, and
+  C'(k) = (S'_k - S_base) / (S_full - S_base). Costs one run plus L evaluations.
+- `gradient`: at the start of training, the squared norm of the training objective's gradient
+  restricted to block k, ||g_k||^2: to first order, the loss decrease one SGD step on block k
+  alone can buy (lr * ||g_k||^2). For RL methods the objective is the group-normalised
+  (GRPO-style) reward-weighted log-likelihood of the model's own samples, scored by the task;
+  for SFT the loss on the task's targets. Costs one forward and backward pass.
+Each estimator is compared with the measured C(k) by Spearman's rho (`agreement`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from layerwise.diagnostics.agreement import importance_scores, spearman
+from layerwise.evaluation.generation import ensure_pad_token, generate_texts
+from layerwise.evaluation.task_eval import evaluate_task
+from layerwise.models.arch import discover_layers
+from layerwise.tasks.base import Task, sft_examples
+from layerwise.training.config import RL_METHODS
+
+
+def metric_estimates(diagnostics: dict) -> dict[str, list[float | None]]:
+    """Every oriented diagnostics field, per block (higher = more important)."""
+    return {f"metric:{k}": v for k, v in importance_scores(diagnostics).items()}
+
+
+@torch.no_grad()
+def delta_estimates(base_model, tuned_model, tokenizer, task: Task, eval_n: int,
+                    s_base: float, s_full: float, batch_size: int = 32) -> list[float]:
+    """C'(k) for each block: the base model with only block k's update from the full run."""
+    ensure_pad_token(tokenizer)
+    base_layers, tuned_layers = discover_layers(base_model), discover_layers(tuned_model)
+    if base_layers.num_blocks != tuned_layers.num_blocks:
+        raise ValueError("the tuned model has a different number of blocks than the base")
+    out = []
+    for k in range(base_layers.num_blocks):
+        block, tuned = base_layers.blocks[k], tuned_layers.blocks[k]
+        saved = {n: p.detach().clone() for n, p in block.named_parameters()}
+        tuned_params = dict(tuned.named_parameters())
+        try:
+            for n, p in block.named_parameters():
+                p.copy_(tuned_params[n].to(p.dtype))
+            s_k = evaluate_task(base_model, tokenizer, task, n=eval_n, seed=0,
+                                batch_size=batch_size).accuracy
+        finally:
+            for n, p in block.named_parameters():
+                p.copy_(saved[n])
+        denom = s_full - s_base
+        out.append((s_k - s_base) / denom if denom else math.nan)
+    return out
+
+
+def _completion_logprob_loss(model, tokenizer, prompts: list[str], completions: list[str],
+                             weights: list[float]) -> torch.Tensor:
+    """sum_i w_i * mean-token NLL of completion i given prompt i (a differentiable scalar)."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    for prompt, completion, w in zip(prompts, completions, weights):
+        if w == 0 or not completion:
+            continue
+        p_ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+        c_ids = tokenizer(completion, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+        if c_ids.shape[1] == 0:
+            continue
+        ids = torch.cat([p_ids, c_ids], dim=1)  # (1, T)
+        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()  # (1, T-1, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        target = ids[:, 1:]
+        token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)[:, p_ids.shape[1] - 1:]
+        total = total - w * token_logp.mean()
+    return total
+
+
+def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int = 8,
+                       num_generations: int = 8, max_new_tokens: int | None = None,
+                       temperature: float = 1.0, seed: int = 0) -> list[float]:
+    """||g_k||^2 per block of the method's objective at the start of training."""
+    ensure_pad_token(tokenizer)
+    layers = discover_layers(model)
+    torch.manual_seed(seed)
+    if method in RL_METHODS:
+        items = task.items("train", n_prompts, seed)
+        prompts = [it.prompt for it in items for _ in range(num_generations)]
+        completions = generate_texts(model, tokenizer, prompts, max_new_tokens or task.max_new_tokens,
+                                     do_sample=True, temperature=temperature)
+        rewards = torch.tensor([task.score(c, items[i // num_generations])
+                                for i, c in enumerate(completions)]).view(-1, num_generations)
+        adv = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
+        weights = adv.flatten().tolist()
+    else:
+        pairs = sft_examples(task, "train", n_prompts, seed)
+        prompts, completions = [p for p, _ in pairs], [c for _, c in pairs]
+        weights = [1.0] * len(pairs)
+    params = [p for p in model.parameters()]
+    flags = [p.requires_grad for p in params]
+    model.zero_grad(set_to_none=True)
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        loss = _completion_logprob_loss(model, tokenizer, prompts, completions, weights)
+        if loss.requires_grad:
+            loss.backward()
+        scores = []
+        for k in range(layers.num_blocks):
+            sq = sum(float(p.grad.float().pow(2).sum()) for _, p in layers.blocks[k].named_parameters()
+                     if p.grad is not None)
+            scores.append(sq)
+    finally:
+        model.zero_grad(set_to_none=True)
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+    return scores
+
+
+def agreement(estimates: dict[str, list[float | None]], measured: dict[int, float],
+              seconds: dict[str, float], sweep_seconds: float) -> list[dict]:
+    """Spearman of each estimator with the measured C(k), and its cost relative to the sweep."""
+    blocks = sorted(measured)
+    rows = []
+    for name, values in estimates.items():
+        est = [values[b] if b < len(values) else None for b in blocks]
+        rho, n = spearman(est, [measured[b] for b in blocks])
+        cost = seconds.get(name.split(":")[0])
+        rows.append({"estimator": name, "spearman": rho, "blocks": n, "seconds": cost,
+                     "cost_vs_sweep": (cost / sweep_seconds) if cost is not None and sweep_seconds else None})
+    return rows
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0

@@ -1,0 +1,72 @@
+"""Cheap C(k) estimators: one full run's per-block update, start-of-training gradients, metrics."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from layerwise.models import discover_layers, load_model
+from layerwise.sweeps.estimators import agreement, delta_estimates, gradient_estimates
+from layerwise.sweeps.runner import run_sweep
+from layerwise.sweeps.spec import SweepSpec
+from layerwise.tasks import get_task
+from tests.cli.test_cli import run
+
+
+def test_delta_of_an_unchanged_model_is_zero_and_the_base_is_restored(toy_task):
+    loaded = load_model("tiny:llama")
+    task = get_task(toy_task)
+    same = copy.deepcopy(loaded.model)
+    assert delta_estimates(loaded.model, same, loaded.tokenizer, task, 4, 0.0, 1.0) == [0.0] * 4
+    # Grafting a changed block in for scoring must leave the base model exactly as it was.
+    tuned = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        for p in discover_layers(tuned).blocks[3].parameters():
+            p.mul_(50.0)
+    before = {n: p.clone() for n, p in loaded.model.named_parameters()}
+    delta_estimates(loaded.model, tuned, loaded.tokenizer, task, 4, 0.0, 1.0)
+    assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())  # restored
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo"])
+def test_gradient_estimates_leave_the_model_as_it_was(toy_task, method):
+    loaded = load_model("tiny:llama")
+    model = loaded.model
+    for n, p in model.named_parameters():
+        p.requires_grad_(".2." in n)
+    scores = gradient_estimates(model, loaded.tokenizer, get_task(toy_task), method, n_prompts=4,
+                                num_generations=4)
+    assert len(scores) == 4 and all(math.isfinite(s) and s >= 0 for s in scores)
+    assert any(s > 0 for s in scores)
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [".2." in n for n, _ in model.named_parameters()]
+
+
+def test_agreement_is_spearman_against_the_measured_contribution():
+    rows = agreement({"a": [1, 2, 3, 4], "b": [4, 3, 2, 1], "metric:x": [None, 1, 2, 3]},
+                     {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {"a": 10.0, "metric": 1.0}, 100.0)
+    by = {r["estimator"]: r for r in rows}
+    assert by["a"]["spearman"] == pytest.approx(1.0) and by["a"]["cost_vs_sweep"] == 0.1
+    assert by["b"]["spearman"] == pytest.approx(-1.0) and by["b"]["cost_vs_sweep"] is None
+    assert by["metric:x"]["blocks"] == 3 and by["metric:x"]["cost_vs_sweep"] == 0.01
+
+
+def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
+    train = {"steps": 12, "lr": 3e-3, "batch_size": 8, "n_train": 16, "eval_n": 6,
+             "general_seqs": 1, "general_seq_len": 32}
+    sweep = SweepSpec(model="tiny:llama", task=toy_task, method="sft", layers="each", train=train)
+    from layerwise.sweeps.outputs import write_sweep_outputs
+
+    write_sweep_outputs(sweep, run_sweep(sweep, tmp_path), tmp_path)
+    assert (tmp_path / "full-seed0" / "model" / "model.safetensors").is_file()
+    code, out, err = run(capsys, "estimate", str(tmp_path), "-q")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "estimators.json").read_text())
+    names = {r["estimator"] for r in doc["rows"]}
+    assert names == {"delta", "gradient"}
+    assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
+    assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
