@@ -46,3 +46,13 @@ def test_report_merges_sweeps(tmp_path, capsys):
 def test_report_of_a_directory_without_a_sweep(tmp_path, capsys):
     code, out, err = run(capsys, "report", str(tmp_path))
     _one_line_error(code, out, err, r"holds no contribution.json")
+
+
+def test_top_k_from_a_sweep(tmp_path):
+    from layerwise.models import discover_layers, load_model
+    from layerwise.selection.resolve import resolve_selection
+
+    _write(tmp_path / "a", "math", [0.1, 0.5, 0.9, float("nan")])
+    layers = discover_layers(load_model("tiny:llama").model)
+    assert resolve_selection(layers, f"top:2@{tmp_path / 'a' / 'contribution.json'}").blocks == (1, 2)
+    assert resolve_selection(layers, f"bottom:1@{tmp_path / 'a' / 'contribution.json'}").blocks == (0,)

@@ -2,7 +2,8 @@
 
 Accepted files (written by `layerwise diagnose` and `layerwise sweep`, or by hand):
 - JSON: ``{"layers": [{"index": 0, "metric": 1.2, ...}, ...]}``, or that list alone;
-- CSV with a header that has an ``index`` column.
+- CSV with a header that has an ``index`` column;
+- a sweep's ``contribution.json``: the single-block selections, scored by their mean C(k).
 Records may name the block ``index``, ``block`` or ``layer``. `top:K` takes the K most important
 blocks: the largest values, unless the file's ``metrics`` section marks the field as "higher = less
 important" (``linear_r2`` in diagnostics.json), then the smallest. `bottom:K` takes the opposite. A record whose
@@ -43,7 +44,13 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None]]:
         for entry in (data.get("metrics") or {}).values():
             if isinstance(entry, dict) and isinstance(entry.get("fields"), dict):
                 orientation.update(entry["fields"])
-        data = data.get("layers", data.get("blocks"))
+        if "selections" in data and "layers" not in data:  # a sweep's contribution.json
+            data = [{"index": sel["blocks"][0], "contribution_mean": sel.get("contribution_mean")}
+                    for sel in data["selections"]
+                    if isinstance(sel, dict) and len(sel.get("blocks") or []) == 1
+                    and str(sel.get("label", "")) not in ("full",)]
+        else:
+            data = data.get("layers", data.get("blocks"))
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise LayerwiseError(
             f"result file {path} has no per-block records: expected {{'layers': [{{'index': ..., "
