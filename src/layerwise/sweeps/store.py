@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from layerwise.errors import LayerwiseError
 
@@ -111,10 +110,3 @@ class _Tx:
 
 def open_store(out: str | Path) -> SweepStore:
     return SweepStore(Path(out) / STORE_NAME)
-
-
-def iter_completed(store: SweepStore) -> Iterator[dict]:
-    return (r for r in store.runs() if r["status"] == "completed")
-
-
-__all__ = ["SweepStore", "open_store", "iter_completed", "STORE_NAME", "closing"]

@@ -218,7 +218,8 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
 
             merged = copy.deepcopy(model).merge_and_unload()
             save_model_atomic(merged, tokenizer, out / "merged")
-        write_records(base_eval, out / "eval_base.jsonl")
+        if base_eval.records:  # a sweep passes the base scores without the per-item records
+            write_records(base_eval, out / "eval_base.jsonl")
         write_records(final_eval, out / "eval_final.jsonl")
         plot_curves(recorder.history, out / "curves.png",
                     f"{task.name} {config.method}: {trainable.description}")
