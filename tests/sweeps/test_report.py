@@ -56,3 +56,16 @@ def test_top_k_from_a_sweep(tmp_path):
     layers = discover_layers(load_model("tiny:llama").model)
     assert resolve_selection(layers, f"top:2@{tmp_path / 'a' / 'contribution.json'}").blocks == (1, 2)
     assert resolve_selection(layers, f"bottom:1@{tmp_path / 'a' / 'contribution.json'}").blocks == (0,)
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--seeds", "a,b"], r"--seeds 'a,b': expected comma-separated integers"),
+    (["--workers", "0"], r"--workers 0: must be >= 1"),
+    (["--layers", "window:x"], r"window:K needs an integer K"),
+    (["--layers", " ; "], r"--layers is empty"),
+    (["--layers", "boost:2"], r"boost:SPEC=X"),
+    (["--method", "ppo"], r"invalid choice: 'ppo'"),
+])
+def test_sweep_bad_input(capsys, tmp_path, extra, pattern):
+    code, out, err = run(capsys, "sweep", "--model", "tiny:llama", "--out", str(tmp_path), "-q", *extra)
+    _one_line_error(code, out, err, pattern)
