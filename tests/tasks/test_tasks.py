@@ -49,6 +49,9 @@ def test_arithmetic_bad_options(options, pattern):
 
 
 def test_small_spaces_are_enumerated_and_capped(caplog):
+    from layerwise.tasks import arithmetic
+
+    arithmetic._WARNED.clear()  # the warning is given once per process
     task = get_task("arithmetic", digits=1, ops="+")
     evals = task.items("eval", 500, 0)
     train = task.items("train", 500, 0)

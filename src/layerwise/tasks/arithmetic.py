@@ -22,6 +22,7 @@ from layerwise.tasks.base import TaskItem, check_split
 from layerwise.tasks.numbers import first_number, same_number
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()
 EVAL_SHARE = 5  # one problem in five belongs to the eval split
 VALID_OPS = "+-*"
 
@@ -85,7 +86,8 @@ class ArithmeticTask:
         if self._space() <= 50_000:  # small spaces: enumerate, so every problem can be drawn
             pool = [p for p in self._enumerate() if split_of(p) == split]
             rng.shuffle(pool)
-            if len(pool) < n:
+            if len(pool) < n and (self.description, split) not in _WARNED:
+                _WARNED.add((self.description, split))  # once per process, not once per run
                 log.warning("arithmetic (%s) has only %d distinct %s problems; using all of them",
                             self.description, len(pool), split)
             return [self._item(p) for p in pool[:n]]
