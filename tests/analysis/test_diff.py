@@ -1,0 +1,82 @@
+"""Update sparsity, rank and overlap on real checkpoints written by save_pretrained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from layerwise.analysis.diff import diff_checkpoints, overlap
+from layerwise.errors import LayerwiseError
+from layerwise.models import load_model
+
+
+def _save(model, path, **kw):
+    model.save_pretrained(path, **kw)
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    base = load_model("tiny:llama").model
+    _save(base, tmp_path / "base")
+    with torch.no_grad():
+        w = base.model.layers[1].mlp.up_proj.weight  # (128, 64)
+        w[:3, :5] += 1e-3  # 15 entries: a 3x5 block of equal steps, a rank-1 update
+        base.model.layers[2].self_attn.q_proj.weight[0, 0] += 1e-7  # below the default tolerance
+    _save(base, tmp_path / "tuned", max_shard_size="100KB")  # sharded on purpose
+    return tmp_path
+
+
+def test_sparsity_and_rank(pair):
+    d = diff_checkpoints(pair / "base", pair / "tuned", tols=[1e-5, 0.0])
+    total = sum(t.numel for t in d.tensors)
+    assert d.sparsity(1e-5) == pytest.approx(1 - 15 / total)
+    assert d.sparsity(0.0) == pytest.approx(1 - 16 / total)
+    up = next(t for t in d.tensors if t.name == "model.layers.1.mlp.up_proj.weight")
+    assert up.changed == {1e-5: 15, 0.0: 15} and up.rank == 1 and up.rank_rel == 1
+    assert up.rank_fraction == pytest.approx(1 / 64) and up.effective_rank == pytest.approx(1.0, rel=1e-4)
+    untouched = next(t for t in d.tensors if t.name == "model.layers.0.mlp.up_proj.weight")
+    assert untouched.changed[0.0] == 0 and untouched.rank == 0
+
+
+def test_bf16_checkpoints_are_diffed_in_fp32(tmp_path):
+    base = load_model("tiny:llama", dtype="bfloat16").model
+    _save(base, tmp_path / "a")
+    _save(base, tmp_path / "b")
+    d = diff_checkpoints(tmp_path / "a", tmp_path / "b", tols=[0.0])
+    assert d.sparsity(0.0) == 1.0
+
+
+def test_overlap_against_chance(pair, tmp_path):
+    other = load_model("tiny:llama").model
+    with torch.no_grad():
+        other.model.layers[1].mlp.up_proj.weight[:3, :2] += 1e-3  # 6 entries, all inside run A's 15
+        other.model.layers[3].mlp.up_proj.weight[0, :4] += 1e-3  # 4 entries outside
+    _save(other, tmp_path / "other")
+    o = overlap(pair / "base", pair / "tuned", tmp_path / "other")
+    assert (o["updated_a"], o["updated_b"], o["both"]) == (15, 10, 6)
+    assert o["o1"] == pytest.approx(6 / 15) and o["o2"] == pytest.approx(6 / 10)
+    assert o["o1_rand"] == pytest.approx(10 / o["entries"])
+
+
+def test_bad_input(pair, tmp_path):
+    with pytest.raises(LayerwiseError, match="tolerances must be >= 0"):
+        diff_checkpoints(pair / "base", pair / "tuned", tols=[-1e-5])
+    with pytest.raises(LayerwiseError, match="does not exist"):
+        diff_checkpoints(pair / "base", tmp_path / "nowhere")
+    from tests.conftest import fresh_tiny
+
+    _save(fresh_tiny("llama", hidden_size=32, intermediate_size=64), tmp_path / "qwen")
+    with pytest.raises(LayerwiseError, match=r"differ in shape at tensor lm_head.weight: \(260, 64\) vs \(260, 32\)"):
+        diff_checkpoints(pair / "base", tmp_path / "qwen")
+
+
+def test_a_missing_tensor_is_reported(pair, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(pair / "base" / "model.safetensors")
+    dropped = tensors.pop("model.layers.3.mlp.down_proj.weight")
+    save_file(tensors, tmp_path / "partial.safetensors")
+    d = diff_checkpoints(pair / "base" / "model.safetensors", tmp_path / "partial.safetensors")
+    assert d.missing == {"tuned": ["model.layers.3.mlp.down_proj.weight"], "base": []}
+    assert dropped.numel() not in (t.numel for t in d.tensors if "layers.3.mlp.down" in t.name)
