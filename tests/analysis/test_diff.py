@@ -80,3 +80,18 @@ def test_a_missing_tensor_is_reported(pair, tmp_path):
     d = diff_checkpoints(pair / "base" / "model.safetensors", tmp_path / "partial.safetensors")
     assert d.missing == {"tuned": ["model.layers.3.mlp.down_proj.weight"], "base": []}
     assert dropped.numel() not in (t.numel for t in d.tensors if "layers.3.mlp.down" in t.name)
+
+
+def test_grouping_per_block_and_module(pair):
+    from layerwise.analysis.summary import block_index_map, group_rows
+
+    d = diff_checkpoints(pair / "base", pair / "tuned")
+    groups = block_index_map(pair / "base")
+    assert groups["model.layers.1.mlp.up_proj.weight"] == ("block 1", "mlp.up_proj")
+    by_block = {r["group"]: r for r in group_rows(d, groups, "block")}
+    assert list(by_block)[:4] == ["block 0", "block 1", "block 2", "block 3"]
+    n1 = by_block["block 1"]["entries"]
+    assert by_block["block 1"]["sparsity@1e-05"] == pytest.approx(1 - 15 / n1)
+    assert by_block["block 0"]["sparsity@1e-05"] == 1.0
+    by_module = {r["group"]: r for r in group_rows(d, groups, "module")}
+    assert by_module["mlp.up_proj"]["sparsity@1e-05"] < 1.0 and by_module["embed"]["sparsity@1e-05"] == 1.0

@@ -1,0 +1,107 @@
+"""Grouping a checkpoint diff per block, per module type and globally, for tables and plots.
+
+Blocks are found structurally: the checkpoint's config is instantiated on the meta device (no
+memory, no weights) and `discover_layers` says which parameter belongs to which block; tensors
+outside the blocks are grouped as embed / norm / head / other.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from layerwise.analysis.diff import CheckpointDiff
+
+
+def block_index_map(checkpoint_dir: str | Path) -> dict[str, tuple[str, str]]:
+    """name -> (group, module type): group "block N" / "embed" / "norm" / "head"; {} if unknown."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from layerwise.models.arch import discover_layers
+
+    path = Path(checkpoint_dir)
+    if path.is_file():
+        path = path.parent
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        layers = discover_layers(model)
+    except Exception:  # noqa: BLE001 - no config, or an architecture we cannot place: no grouping
+        return {}
+    out = {}
+    for i in range(layers.num_blocks):
+        for name, local in layers.block_params(i):
+            out[name] = (f"block {i}", local.rsplit(".", 1)[0])
+    for part in ("embed", "norm", "head"):
+        for name in layers.part_names(part):
+            out.setdefault(name, (part, part))
+    return out
+
+
+def group_rows(diff: CheckpointDiff, groups: dict[str, tuple[str, str]], by: str) -> list[dict]:
+    """Rows of (group, entries, changed per tol, sparsity per tol, mean rank fraction)."""
+    agg: dict[str, dict] = defaultdict(lambda: {"entries": 0, "changed": defaultdict(int), "ranks": []})
+    for t in diff.tensors:
+        group, module = groups.get(t.name, ("other", "other"))
+        key = group if by == "block" else module
+        a = agg[key]
+        a["entries"] += t.numel
+        for tol in diff.tols:
+            a["changed"][tol] += t.changed[tol]
+        if t.rank_fraction is not None:
+            a["ranks"].append(t.rank_fraction)
+
+    def order(k: str):
+        return (0, int(k.split()[1])) if k.startswith("block ") else (1, k)
+
+    rows = []
+    for key in sorted(agg, key=order):
+        a = agg[key]
+        row = {"group": key, "entries": a["entries"]}
+        for tol in diff.tols:
+            row[f"sparsity@{tol:g}"] = 1 - a["changed"][tol] / a["entries"] if a["entries"] else 1.0
+        row["mean_rank_fraction"] = sum(a["ranks"]) / len(a["ranks"]) if a["ranks"] else None
+        rows.append(row)
+    return rows
+
+
+def tensor_rows(diff: CheckpointDiff) -> list[dict]:
+    rows = []
+    for t in diff.tensors:
+        row = {"tensor": t.name, "shape": "x".join(map(str, t.shape)), "entries": t.numel}
+        for tol in diff.tols:
+            row[f"sparsity@{tol:g}"] = t.sparsity(tol)
+        row.update(rank=t.rank, rank_fraction=t.rank_fraction, rank_rel=t.rank_rel,
+                   effective_rank=t.effective_rank)
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def to_json(doc: dict) -> str:
+    def safe(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): safe(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [safe(x) for x in v]
+        return v
+
+    return json.dumps(safe(doc), indent=2) + "\n"
