@@ -95,3 +95,20 @@ def test_grouping_per_block_and_module(pair):
     assert by_block["block 0"]["sparsity@1e-05"] == 1.0
     by_module = {r["group"]: r for r in group_rows(d, groups, "module")}
     assert by_module["mlp.up_proj"]["sparsity@1e-05"] < 1.0 and by_module["embed"]["sparsity@1e-05"] == 1.0
+
+
+def test_compare_command(pair, tmp_path, capsys):
+    import json
+
+    from tests.cli.test_cli import _one_line_error, run
+
+    code, out, err = run(capsys, "compare", str(pair / "base"), str(pair / "tuned"), str(pair / "base"),
+                         "--tol", "1e-5,0", "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    assert "groups with changed entries at tol 1e-05: block 1" in out
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert doc["runs"][1]["global_sparsity"] == {"1e-05": 1.0, "0.0": 1.0}
+    assert doc["overlap"][0]["updated_b"] == 0
+    assert (tmp_path / "cmp" / "run0_blocks.csv").read_text().startswith("group,entries,")
+    code, out, err = run(capsys, "compare", str(pair / "base"), str(pair / "tuned"), "--tol", "-1")
+    _one_line_error(code, out, err, r"tolerance -1.0 is invalid: tolerances must be >= 0")
