@@ -68,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="DPO without --pairs: samples per prompt used to build pairs")
     rl.add_argument("--pairs", default=None, metavar="FILE.jsonl",
                     help="DPO preference pairs (fields prompt, chosen, rejected)")
+    what.add_argument("--mask-from", default=None, metavar="BASE,TUNED",
+                      help="subnetwork-only training: only entries where BASE and TUNED differ "
+                           "(|delta| > --mask-tol) may change")
+    what.add_argument("--mask-tol", type=float, default=1e-5)
     ev = p.add_argument_group("evaluation and outputs")
     ev.add_argument("--eval-n", type=int, default=100, help="held-out items scored before and after")
     ev.add_argument("--eval-batch-size", type=int, default=32)
@@ -91,7 +95,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         max_completion_length=args.max_completion_length, temperature=args.temperature,
         beta=args.beta, dpo_beta=args.dpo_beta, dpo_samples=args.dpo_samples, pairs=args.pairs,
         eval_n=args.eval_n, eval_batch_size=args.eval_batch_size, general_data=args.general_data,
-        out=args.out, merge=args.merge, progress=not args.quiet)
+        out=args.out, merge=args.merge, progress=not args.quiet, mask_from=args.mask_from,
+        mask_tol=args.mask_tol)
 
 
 def _fmt(x, spec=".3f"):

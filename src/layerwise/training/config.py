@@ -60,6 +60,9 @@ class TrainConfig:
     dpo_beta: float = 0.1
     dpo_samples: int = 4  # completions sampled per prompt to build preference pairs
     pairs: str | None = None  # a .jsonl of prompt/chosen/rejected, instead of self-sampled pairs
+    # subnetwork-only training: "BASE,TUNED" checkpoints whose differing entries may train
+    mask_from: str | None = None
+    mask_tol: float = 1e-5
     # evaluation and outputs
     eval_n: int = 100
     eval_batch_size: int = 32
@@ -98,6 +101,10 @@ class TrainConfig:
                                      f"--num-generations {self.num_generations} (whole groups per step)")
         if self.method == "dpo" and self.dpo_samples < 2 and not self.pairs:
             raise LayerwiseError("--dpo-samples must be >= 2 to find a correct and an incorrect sample")
+        if self.mask_from and self.lora:
+            raise LayerwiseError("--mask-from masks full-parameter training: use --full or --layers")
+        if self.mask_tol < 0:
+            raise LayerwiseError(f"--mask-tol {self.mask_tol}: must be >= 0")
         if self.merge and not self.lora:
             raise LayerwiseError("--merge applies to --lora runs only")
 

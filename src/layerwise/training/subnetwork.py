@@ -1,0 +1,59 @@
+"""Subnetwork-only training (`--mask-from BASE,TUNED`, PAPERS.md section 3).
+
+The mask m is 1 where BASE and TUNED differ (|delta| > tol, in fp32). Training then starts from
+the model as loaded (normally BASE) and multiplies every gradient by m before the optimizer step;
+after each step the masked-out entries are put back to their starting values, so neither weight
+decay nor optimizer state can move them (they stay bit-identical, tested).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import TrainerCallback
+
+from layerwise.analysis.checkpoints import Checkpoint
+from layerwise.errors import LayerwiseError
+
+
+def build_masks(model: torch.nn.Module, spec: str, tol: float) -> dict[str, torch.Tensor]:
+    """{parameter name: bool mask} for every trainable parameter, from 'BASE,TUNED'."""
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise LayerwiseError(f"--mask-from {spec!r}: expected BASE,TUNED (two checkpoints)")
+    base, tuned = Checkpoint(parts[0]), Checkpoint(parts[1])
+    masks = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name not in base.names or name not in tuned.names:
+            raise LayerwiseError(f"--mask-from: tensor {name} is missing from "
+                                 f"{parts[0] if name not in base.names else parts[1]}")
+        delta = tuned.tensor(name) - base.tensor(name)
+        if tuple(delta.shape) != tuple(p.shape):
+            raise LayerwiseError(f"--mask-from: tensor {name} has shape {tuple(delta.shape)} in the "
+                                 f"checkpoints but {tuple(p.shape)} in the model")
+        masks[name] = (delta.abs() > tol).to(p.device)
+    return masks
+
+
+class SubnetworkMask(TrainerCallback):
+    """Gradient x mask before each step; masked entries restored after each step."""
+
+    def __init__(self, model: torch.nn.Module, masks: dict[str, torch.Tensor]):
+        self.items = [(p, masks[n], p.detach().clone()) for n, p in model.named_parameters()
+                      if n in masks]
+        self.handles = [p.register_hook(lambda g, m=m: g * m.to(g.dtype)) for p, m, _ in self.items]
+
+    @property
+    def kept_share(self) -> float:
+        total = sum(m.numel() for _, m, _ in self.items)
+        return sum(int(m.sum()) for _, m, _ in self.items) / total if total else 0.0
+
+    def on_optimizer_step(self, args, state, control, **kw):
+        with torch.no_grad():
+            for p, m, start in self.items:
+                p.copy_(torch.where(m, p, start))
+
+    def on_train_end(self, args, state, control, **kw):
+        for h in self.handles:
+            h.remove()
