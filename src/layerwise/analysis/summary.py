@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from layerwise.analysis.diff import CheckpointDiff
+from layerwise.fileio import json_safe
 
 
 def block_index_map(checkpoint_dir: str | Path) -> dict[str, tuple[str, str]]:
@@ -95,13 +95,4 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_json(doc: dict) -> str:
-    def safe(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): safe(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [safe(x) for x in v]
-        return v
-
-    return json.dumps(safe(doc), indent=2) + "\n"
+    return json.dumps(json_safe(doc, "null"), indent=2) + "\n"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, json_safe, read_json
 
 NAME = "estimate"
 HELP = "predict C(k) cheaply (diagnostics metrics, one full run, start-of-training gradients) " \
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     sweep_dir = Path(args.sweep)
     column = load_sweep(sweep_dir)
-    doc = json.loads((sweep_dir / "contribution.json").read_text())
+    doc = column.doc
     spec = doc.get("sweep") or {}
     if not column.per_block:
         raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with")
@@ -47,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
     estimates: dict[str, list] = {}
     seconds: dict[str, float] = {}
     if args.diagnostics:
-        try:
-            diag = json.loads(Path(args.diagnostics).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LayerwiseError(f"cannot read diagnostics {args.diagnostics}: {exc}") from exc
+        diag = read_json(args.diagnostics)
         estimates.update(metric_estimates(diag))
         seconds["metric"] = float(diag.get("seconds") or diag.get("wall_seconds") or 0.0) or None
     task = get_task(spec.get("task"), **(spec.get("task_options") or {}))
@@ -62,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if not (full_dir / "model").is_dir():
             raise LayerwiseError(f"no full-run checkpoint at {full_dir}/model (pass --full-run, or "
                                  "--no-delta)")
-        full_metrics = json.loads((full_dir / "metrics.json").read_text())
+        full_metrics = read_json(full_dir / "metrics.json")
         with Timer() as t:
             tuned = load_model(str(full_dir / "model")).model
             estimates["delta"] = delta_estimates(base.model, tuned, base.tokenizer, task, eval_n,
@@ -79,14 +76,9 @@ def run(args: argparse.Namespace) -> int:
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
 
-    def safe(v):
-        return None if isinstance(v, float) and not math.isfinite(v) else v
-
-    atomic_write_text(out, json.dumps({
-        "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
-        "rows": [{k: safe(v) for k, v in r.items()} for r in rows],
-        "estimates": {k: [safe(x) for x in v] for k, v in estimates.items()},
-        "measured": {str(k): v for k, v in column.per_block.items()}}, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(json_safe({
+        "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds, "rows": rows,
+        "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")
     lines = [f"{'estimator':<40} {'spearman':>9} {'blocks':>6} {'cost vs sweep':>14}"]
     for r in sorted(rows, key=lambda r: -(r["spearman"] if math.isfinite(r["spearman"]) else -9)):
         cost = "-" if r["cost_vs_sweep"] is None else f"{r['cost_vs_sweep']:.3f}"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, json_safe
 
 NAME = "report"
 HELP = "merge sweeps: heatmap of C(k) (blocks x sweeps) and Spearman/Kendall between sweeps"
@@ -33,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plot_heatmap(columns, out / "heatmap.png")
-        safe = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-                for r in rows]
-        atomic_write_text(out / "consistency.json", json.dumps(
-            {"sweeps": [c.path for c in columns], "pairs": safe}, indent=2) + "\n")
+        atomic_write_text(out / "consistency.json", json.dumps(json_safe(
+            {"sweeps": [c.path for c in columns], "pairs": rows}, "null"), indent=2) + "\n")
     return 0

@@ -20,20 +20,9 @@ from layerwise import __version__
 from layerwise.diagnostics.ablation import baseline_ppl
 from layerwise.diagnostics.context import DiagnosticContext
 from layerwise.diagnostics.registry import MetricSpec
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, json_safe
 
 log = logging.getLogger(__name__)
-
-
-def json_safe(value):
-    """NaN and inf become the strings 'nan', 'inf', '-inf' (standard JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def run_diagnostics(ctx: DiagnosticContext, metrics: list[MetricSpec], model_name: str,

@@ -28,7 +28,7 @@ from layerwise.diagnostics.agreement import (
     normalised_ranks,
     parse_value,
 )
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, save_figure
 
 _ORIENTATION_COLOUR = {True: "tab:blue", False: "tab:orange", None: "tab:gray"}
 _ORIENTATION_TEXT = {
@@ -197,10 +197,7 @@ def plot_ranks(diag: dict) -> Figure | None:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    # Into a temporary name, then renamed: a killed run leaves no truncated PNG behind.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=_DPI, format="png")
-    tmp.replace(path)
+    save_figure(fig, path, dpi=_DPI)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ base and final accuracy, the gain, forgetting, trainable share and step time ove
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
+from layerwise.fileio import read_json, save_figure
 
 
 def load_runs(paths: list[str | Path]) -> list[dict]:
@@ -23,10 +23,7 @@ def load_runs(paths: list[str | Path]) -> list[dict]:
         path = path / "metrics.json" if path.is_dir() else path
         if not path.is_file():
             raise LayerwiseError(f"{path} does not exist (expected a run directory or metrics.json)")
-        try:
-            run = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LayerwiseError(f"{path} is not valid JSON: {exc.msg}") from exc
+        run = read_json(path)
         if run.get("status") == "running" or "final" not in run:
             raise LayerwiseError(f"{path}: the run did not finish (status {run.get('status')!r})")
         run["_path"] = str(path.parent)
@@ -109,12 +106,7 @@ def plot_runs(runs: list[dict], path: str | Path, key_candidates=("reward", "los
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _smooth(values: list[float], window: int = 5) -> list[float]:

@@ -10,18 +10,8 @@ import html
 import math
 from pathlib import Path
 
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, save_figure
 from layerwise.sweeps.contribution import Contribution
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def plot_contribution(rows: list[Contribution], path: str | Path, title: str) -> Path:
@@ -50,7 +40,7 @@ def plot_contribution(rows: list[Contribution], path: str | Path, title: str) ->
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Contribution],

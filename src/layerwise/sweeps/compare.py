@@ -7,13 +7,13 @@ between every pair of sweeps, over the blocks both measured.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from layerwise.diagnostics.agreement import spearman
 from layerwise.errors import LayerwiseError
+from layerwise.fileio import read_json, save_figure
 
 
 @dataclass
@@ -21,6 +21,7 @@ class SweepColumn:
     name: str  # "task/method/model" of the sweep
     path: str
     per_block: dict[int, float]  # block -> mean C(k), single-block selections only
+    doc: dict  # the whole contribution.json
 
 
 def load_sweep(path: str | Path) -> SweepColumn:
@@ -28,10 +29,7 @@ def load_sweep(path: str | Path) -> SweepColumn:
     doc_path = path / "contribution.json" if path.is_dir() else path
     if not doc_path.is_file():
         raise LayerwiseError(f"{path} holds no contribution.json (run `layerwise sweep --out {path}`)")
-    try:
-        doc = json.loads(doc_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LayerwiseError(f"{doc_path} is not valid JSON: {exc.msg}") from exc
+    doc = read_json(doc_path)
     per_block = {}
     for sel in doc.get("selections", []):
         if len(sel["blocks"]) == 1 and sel["contribution_mean"] is not None and (
@@ -39,7 +37,7 @@ def load_sweep(path: str | Path) -> SweepColumn:
             per_block[sel["blocks"][0]] = float(sel["contribution_mean"])
     spec = doc.get("sweep", {})
     name = "/".join(str(spec.get(k) or "embedded") for k in ("task", "method", "model")) if spec else str(path)
-    return SweepColumn(name=name, path=str(path), per_block=per_block)
+    return SweepColumn(name=name, path=str(path), per_block=per_block, doc=doc)
 
 
 def kendall_tau_b(a: list[float], b: list[float]) -> float:
@@ -96,9 +94,4 @@ def plot_heatmap(columns: list[SweepColumn], path: str | Path) -> Path:
     fig.colorbar(im, ax=ax, label="C(k)")
     ax.set_title("Layer contribution across sweeps", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -17,6 +17,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from layerwise.fileio import json_safe
 from layerwise.sweeps.spec import BASE_LABEL, FULL_LABEL
 
 
@@ -87,18 +88,9 @@ def contributions(rows: list[dict]) -> tuple[float, dict[int, float], list[Contr
 
 def to_json(s_base: float, full: dict[int, float], rows: list[Contribution],
             sweep: dict | None = None) -> str:
-    def safe(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): safe(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [safe(v) for v in x]
-        return x
-
     doc = {"formula": "C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean and sd",
            "sweep": sweep or {}, "base_score": s_base, "full_score": {str(k): v for k, v in full.items()},
-           "selections": [safe(asdict(r)) for r in rows]}
+           "selections": [json_safe(asdict(r), "null") for r in rows]}
     return json.dumps(doc, indent=2) + "\n"
 
 

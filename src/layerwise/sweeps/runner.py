@@ -206,9 +206,8 @@ def _record(store: SweepStore, run: RunSpec, result: dict, on_result) -> None:
     spec = {"label": run.label, "kind": run.kind, "blocks": list(run.blocks), "train": run.train,
             "model": run.model}
     metrics = result["metrics"]
-    if metrics is not None:
-        metrics = {k: v for k, v in metrics.items() if k != "history"} | (
-            {"history": metrics["history"][-200:]} if "history" in metrics else {})
+    if metrics is not None and "history" in metrics:
+        metrics = {**metrics, "history": metrics["history"][-200:]}  # keep the store small
     store.record(run.run_id, run.label, run.seed, spec, result["status"], metrics, result["error"])
     if on_result is not None:
         on_result(run, result)

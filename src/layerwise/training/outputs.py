@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, json_safe, save_figure
 
 CURVE_KEYS = (("loss", "loss"), ("reward", "reward"), ("rewards/mean", "reward"),
               ("mean_token_accuracy", "token accuracy"), ("rewards/accuracies", "pair accuracy"))
@@ -44,18 +44,8 @@ def save_model_atomic(model, tokenizer, dest: str | Path) -> Path:
     return dest
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_metrics(out: str | Path, metrics: dict) -> Path:
-    text = json.dumps(_json_safe(metrics), indent=2, sort_keys=False, allow_nan=False)
+    text = json.dumps(json_safe(metrics), indent=2, sort_keys=False, allow_nan=False)
     return atomic_write_text(Path(out) / "metrics.json", text + "\n")
 
 
@@ -83,9 +73,4 @@ def plot_curves(history: list[dict], path: str | Path, title: str) -> Path | Non
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
