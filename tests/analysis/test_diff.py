@@ -107,7 +107,7 @@ def test_compare_command(pair, tmp_path, capsys):
     assert code == 0, err
     assert "groups with changed entries at tol 1e-05: block 1" in out
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert doc["runs"][1]["global_sparsity"] == {"1e-05": 1.0, "0.0": 1.0}
+    assert doc["runs"][1]["global_sparsity"] == {"1e-05": 1.0, "0": 1.0}
     assert doc["overlap"][0]["updated_b"] == 0
     assert (tmp_path / "cmp" / "run0_blocks.csv").read_text().startswith("group,entries,")
     code, out, err = run(capsys, "compare", str(pair / "base"), str(pair / "tuned"), "--tol", "-1")

@@ -16,11 +16,33 @@ from safetensors import safe_open
 from layerwise.errors import LayerwiseError
 
 INDEX = "model.safetensors.index.json"
+# bits of mantissa: a checkpoint stored in fewer bits than its base was trained from the base
+# rounded to that dtype, so that is what its differences must be taken against
+PRECISION = {torch.float64: 52, torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
+ROUNDING = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint path from a path, ``embedded`` or a ``.gguf`` file (converted once, cached)."""
+    from layerwise.models.loading import convert_gguf, embedded_gguf_path
+
+    text = str(spec)
+    if text == "embedded":
+        return convert_gguf(embedded_gguf_path())
+    path = Path(text)
+    if path.suffix == ".gguf" and path.is_file():
+        return convert_gguf(path)
+    return path
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+           "U8": torch.uint8, "BOOL": torch.bool}
 
 
 class Checkpoint:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = resolve_checkpoint(path)
         if self.path.is_file() and self.path.suffix == ".safetensors":
             self._where = {n: self.path for n in self._names(self.path)}
         elif self.path.is_dir():
@@ -56,9 +78,20 @@ class Checkpoint:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._handle(name).get_slice(name).get_shape())
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """One tensor, as float32 (differences are never taken in bf16)."""
-        return self._handle(name).get_tensor(name).to(torch.float32)
+    def dtype(self, name: str) -> torch.dtype:
+        """The dtype the tensor is stored in."""
+        code = self._handle(name).get_slice(name).get_dtype()
+        if code not in _DTYPES:
+            raise LayerwiseError(f"{self._where[name]}: tensor {name} has unsupported dtype {code}")
+        return _DTYPES[code]
+
+    def tensor(self, name: str, round_to: torch.dtype | None = None) -> torch.Tensor:
+        """One tensor as float32 (differences are never taken in bf16), optionally first rounded
+        to `round_to` (round-to-nearest-even, as `.to(dtype)` does when a run starts)."""
+        t = self._handle(name).get_tensor(name)
+        if round_to is not None and t.dtype != round_to and t.is_floating_point():
+            t = t.to(round_to)
+        return t.to(torch.float32)
 
     def _handle(self, name: str):
         file = self._where[name]

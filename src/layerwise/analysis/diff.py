@@ -8,7 +8,14 @@
   plus the effective rank exp(H(p)), p = normalised singular values.
 - Overlap of two runs' updated sets I1, I2: o1 = |I1 ∩ I2| / |I1|, o2 = |I1 ∩ I2| / |I2|, with the
   chance baselines o1_rand = 1 - s2 and o2_rand = 1 - s1 (s = sparsity).
-Everything streams: one tensor (of each checkpoint) in memory at a time.
+Everything streams: one tensor (of each checkpoint) in memory at a time, and `compare_many` reads
+the base once for any number of tuned runs.
+
+Precision: a run trained in bf16 started from the base rounded to bf16, so by default ("auto") a
+base tensor stored in more bits than the tuned one is rounded to the tuned dtype before the fp32
+subtraction; otherwise every entry would count as changed by the rounding alone. `rounding` may
+also name a dtype to round both sides to ("what would this diff be had both been saved in bf16"),
+or "none" for the raw difference.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from layerwise.analysis.checkpoints import Checkpoint
+from layerwise.analysis.checkpoints import PRECISION, ROUNDING, Checkpoint
 from layerwise.errors import LayerwiseError
 
 DEFAULT_TOLS = (1e-5,)
 REL_RANK_TOL = 1e-3
+ROUNDING_MODES = ("auto", "none", *ROUNDING)
 
 
 @dataclass
@@ -48,6 +56,10 @@ class CheckpointDiff:
     tols: tuple[float, ...]
     tensors: list[TensorDiff] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)  # side -> names only on the other
+    rounding: str = "auto"
+    base_rounded_to: list[str] = field(default_factory=list)  # dtypes the base was rounded to
+    tuned_rounded_to: list[str] = field(default_factory=list)
+    tuned_dtypes: list[str] = field(default_factory=list)  # dtypes the tuned tensors are stored in
 
     def sparsity(self, tol: float) -> float:
         n = sum(t.numel for t in self.tensors)
@@ -64,6 +76,12 @@ def check_tols(tols) -> tuple[float, ...]:
     return tols
 
 
+def check_rounding(rounding: str) -> str:
+    if rounding not in ROUNDING_MODES:
+        raise LayerwiseError(f"rounding {rounding!r} is invalid: use one of {', '.join(ROUNDING_MODES)}")
+    return rounding
+
+
 def _pair_names(base: Checkpoint, tuned: Checkpoint) -> tuple[list[str], dict[str, list[str]]]:
     b, t = set(base.names), set(tuned.names)
     missing = {"tuned": sorted(b - t), "base": sorted(t - b)}
@@ -72,6 +90,25 @@ def _pair_names(base: Checkpoint, tuned: Checkpoint) -> tuple[list[str], dict[st
             raise LayerwiseError(f"checkpoints differ in shape at tensor {name}: "
                                  f"{base.shape(name)} vs {tuned.shape(name)} (different architectures?)")
     return sorted(b & t), missing
+
+
+def rounding_for(base: Checkpoint, tuned: Checkpoint, name: str, rounding: str = "auto"
+                 ) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """(dtype to round the base tensor to, dtype to round the tuned one to) before subtracting."""
+    if rounding == "none":
+        return None, None
+    if rounding != "auto":
+        return ROUNDING[rounding], ROUNDING[rounding]
+    bd, td = base.dtype(name), tuned.dtype(name)
+    if bd.is_floating_point and td.is_floating_point and PRECISION[td] < PRECISION[bd]:
+        return td, None
+    return None, None
+
+
+def fp32_delta(base: Checkpoint, tuned: Checkpoint, name: str, rounding: str = "auto") -> torch.Tensor:
+    """tuned - base for one tensor, in float32, with the base rounded as `rounding_for` says."""
+    rb, rt = rounding_for(base, tuned, name, rounding)
+    return tuned.tensor(name, rt) - base.tensor(name, rb)
 
 
 def _rank_stats(delta: torch.Tensor) -> tuple[int, int, float]:
@@ -85,47 +122,89 @@ def _rank_stats(delta: torch.Tensor) -> tuple[int, int, float]:
     return rank, rank_rel, eff
 
 
-def diff_checkpoints(base: str | Checkpoint, tuned: str | Checkpoint, tols=DEFAULT_TOLS,
-                     ranks: bool = True) -> CheckpointDiff:
-    """Per-tensor changed counts at each tolerance, and ranks of the 2-D updates."""
+def _open(c: str | Checkpoint) -> Checkpoint:
+    return c if isinstance(c, Checkpoint) else Checkpoint(c)
+
+
+@dataclass
+class Comparison:
+    """One base against several tuned runs: a diff per run, an overlap per pair of runs."""
+
+    diffs: list[CheckpointDiff]
+    overlaps: dict[tuple[int, int], dict[str, float]]  # (i, j), i < j -> overlap at overlap_tol
+    overlap_tol: float
+
+    def overlap_matrix(self, key: str = "o1") -> list[list[float]]:
+        """m[i][j] = o1 of runs i, j (share of i's updated entries also updated in j); diagonal 1."""
+        n = len(self.diffs)
+        m = [[1.0 if i == j else math.nan for j in range(n)] for i in range(n)]
+        for (i, j), o in self.overlaps.items():
+            m[i][j] = o[key]
+            m[j][i] = o["o2" if key == "o1" else "o2_rand" if key == "o1_rand" else key]
+        return m
+
+
+def compare_many(base: str | Checkpoint, tuned: list, tols=DEFAULT_TOLS, ranks: bool = True,
+                 rounding: str = "auto", overlap_tol: float | None = None) -> Comparison:
+    """Diff every tuned checkpoint against `base` and intersect their updated sets pairwise, in one
+    streaming pass: per tensor name, the base tensor and each run's tensor are read once."""
     tols = check_tols(tols)
-    base = base if isinstance(base, Checkpoint) else Checkpoint(base)
-    tuned = tuned if isinstance(tuned, Checkpoint) else Checkpoint(tuned)
-    names, missing = _pair_names(base, tuned)
-    out = CheckpointDiff(tols=tols, missing=missing)
-    for name in names:
-        delta = tuned.tensor(name) - base.tensor(name)  # float32, whatever was stored
-        mag = delta.abs()
-        td = TensorDiff(name=name, shape=tuple(delta.shape), numel=delta.numel(),
-                        changed={t: int((mag > t).sum()) for t in tols})
-        if ranks and delta.ndim == 2 and min(delta.shape) > 0:
-            td.rank, td.rank_rel, td.effective_rank = _rank_stats(delta)
-        out.tensors.append(td)
-        del delta, mag
-    return out
+    check_rounding(rounding)
+    (otol,) = check_tols([tols[0] if overlap_tol is None else overlap_tol])
+    base = _open(base)
+    runs = [_open(t) for t in tuned]
+    names, diffs = [], []
+    for run in runs:  # metadata only: shape mismatches fail before any tensor is read
+        common, missing = _pair_names(base, run)
+        names.append(set(common))
+        diffs.append(CheckpointDiff(tols=tols, missing=missing, rounding=rounding))
+    counts = {(i, j): [0, 0, 0, 0] for i in range(len(runs)) for j in range(i + 1, len(runs))}
+    for name in base.names:
+        masks = {}
+        for i, run in enumerate(runs):
+            if name not in names[i]:
+                continue
+            rb, rt = rounding_for(base, run, name, rounding)
+            for dtype, seen in ((rb, diffs[i].base_rounded_to), (rt, diffs[i].tuned_rounded_to),
+                                (run.dtype(name), diffs[i].tuned_dtypes)):
+                if dtype is not None and str(dtype).removeprefix("torch.") not in seen:
+                    seen.append(str(dtype).removeprefix("torch."))
+            delta = run.tensor(name, rt) - base.tensor(name, rb)
+            mag = delta.abs()
+            td = TensorDiff(name=name, shape=tuple(delta.shape), numel=delta.numel(),
+                            changed={t: int((mag > t).sum()) for t in tols})
+            if ranks and delta.ndim == 2 and min(delta.shape) > 0:
+                td.rank, td.rank_rel, td.effective_rank = _rank_stats(delta)
+            diffs[i].tensors.append(td)
+            if counts:
+                masks[i] = mag > otol
+            del delta, mag
+        for (i, j), c in counts.items():
+            if i in masks and j in masks:
+                c[0] += masks[i].numel()
+                c[1] += int(masks[i].sum())
+                c[2] += int(masks[j].sum())
+                c[3] += int((masks[i] & masks[j]).sum())
+    return Comparison(diffs=diffs, overlaps={k: _overlap_stats(otol, *c) for k, c in counts.items()},
+                      overlap_tol=otol)
 
 
-def overlap(base: str | Checkpoint, tuned_a: str | Checkpoint, tuned_b: str | Checkpoint,
-            tol: float = 1e-5) -> dict[str, float]:
-    """o1, o2 and their chance baselines for the updated sets of two runs from the same base."""
-    (tol,) = check_tols([tol])
-    base = base if isinstance(base, Checkpoint) else Checkpoint(base)
-    a = tuned_a if isinstance(tuned_a, Checkpoint) else Checkpoint(tuned_a)
-    b = tuned_b if isinstance(tuned_b, Checkpoint) else Checkpoint(tuned_b)
-    names_a, _ = _pair_names(base, a)
-    names_b, _ = _pair_names(base, b)
-    names = sorted(set(names_a) & set(names_b))
-    n = n1 = n2 = both = 0
-    for name in names:
-        w0 = base.tensor(name)
-        i1 = (a.tensor(name) - w0).abs() > tol
-        i2 = (b.tensor(name) - w0).abs() > tol
-        n += w0.numel()
-        n1 += int(i1.sum())
-        n2 += int(i2.sum())
-        both += int((i1 & i2).sum())
+def _overlap_stats(tol: float, n: int, n1: int, n2: int, both: int) -> dict[str, float]:
     s1 = 1 - n1 / n if n else 1.0
     s2 = 1 - n2 / n if n else 1.0
     return {"tol": tol, "entries": n, "updated_a": n1, "updated_b": n2, "both": both,
             "o1": both / n1 if n1 else math.nan, "o2": both / n2 if n2 else math.nan,
             "o1_rand": 1 - s2, "o2_rand": 1 - s1, "sparsity_a": s1, "sparsity_b": s2}
+
+
+def diff_checkpoints(base: str | Checkpoint, tuned: str | Checkpoint, tols=DEFAULT_TOLS,
+                     ranks: bool = True, rounding: str = "auto") -> CheckpointDiff:
+    """Per-tensor changed counts at each tolerance, and ranks of the 2-D updates."""
+    return compare_many(base, [tuned], tols, ranks, rounding).diffs[0]
+
+
+def overlap(base: str | Checkpoint, tuned_a: str | Checkpoint, tuned_b: str | Checkpoint,
+            tol: float = 1e-5, rounding: str = "auto") -> dict[str, float]:
+    """o1, o2 and their chance baselines for the updated sets of two runs from the same base."""
+    return compare_many(base, [tuned_a, tuned_b], [tol], ranks=False, rounding=rounding,
+                        overlap_tol=tol).overlaps[(0, 1)]

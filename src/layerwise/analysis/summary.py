@@ -19,21 +19,29 @@ from layerwise.analysis.diff import CheckpointDiff
 from layerwise.fileio import json_safe
 
 
-def block_index_map(checkpoint_dir: str | Path) -> dict[str, tuple[str, str]]:
-    """name -> (group, module type): group "block N" / "embed" / "norm" / "head"; {} if unknown."""
+def meta_layers(checkpoint_dir: str | Path):
+    """The checkpoint's LayerMap on a meta-device model (no memory, no weights); None if unknown."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from layerwise.analysis.checkpoints import resolve_checkpoint
     from layerwise.models.arch import discover_layers
 
-    path = Path(checkpoint_dir)
+    path = resolve_checkpoint(checkpoint_dir)
     if path.is_file():
         path = path.parent
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
-        layers = discover_layers(model)
+        return discover_layers(model)
     except Exception:  # noqa: BLE001 - no config, or an architecture we cannot place: no grouping
+        return None
+
+
+def block_index_map(checkpoint_dir: str | Path) -> dict[str, tuple[str, str]]:
+    """name -> (group, module type): group "block N" / "embed" / "norm" / "head"; {} if unknown."""
+    layers = meta_layers(checkpoint_dir)
+    if layers is None:
         return {}
     out = {}
     for i in range(layers.num_blocks):
@@ -43,6 +51,21 @@ def block_index_map(checkpoint_dir: str | Path) -> dict[str, tuple[str, str]]:
         for name in layers.part_names(part):
             out.setdefault(name, (part, part))
     return out
+
+
+def selection_check(diff: CheckpointDiff, allowed: set[str] | frozenset[str], tol: float) -> dict:
+    """Did a layer selection do what it promised? Changed entries inside / outside `allowed`."""
+    inside = outside = 0
+    tensors_outside = []
+    for t in diff.tensors:
+        n = t.changed[tol]
+        if t.name in allowed:
+            inside += n
+        elif n:
+            outside += n
+            tensors_outside.append(t.name)
+    return {"tol": tol, "changed_inside": inside, "changed_outside": outside,
+            "tensors_outside": tensors_outside, "ok": outside == 0}
 
 
 def group_rows(diff: CheckpointDiff, groups: dict[str, tuple[str, str]], by: str) -> list[dict]:

@@ -8,19 +8,32 @@ import sys
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import atomic_write_text
+from layerwise.fileio import atomic_write_text, read_json
 
 NAME = "compare"
 HELP = "update sparsity, rank and overlap between a base checkpoint and tuned ones (fp32, streamed)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("base", help="base HF checkpoint directory (or .safetensors file)")
+    from layerwise.analysis.diff import ROUNDING_MODES
+
+    p.add_argument("base", help="base HF checkpoint directory, .safetensors or .gguf file, or "
+                                "'embedded' (the embedded SmolLM2-135M-Instruct)")
     p.add_argument("tuned", nargs="+", help="tuned checkpoint(s) from the same base")
-    p.add_argument("--tol", default="1e-5", help="comma-separated tolerances, e.g. 1e-5,1e-8,0")
+    p.add_argument("--tol", default="1e-5", help="comma-separated tolerances, e.g. 1e-5,1e-8,0; "
+                                                 "the first one is used for overlap and plots")
+    p.add_argument("--rounding", default="auto", choices=ROUNDING_MODES,
+                   help="auto: a base stored in more bits than a tuned checkpoint is rounded to the "
+                        "tuned dtype first (a bf16 run starts from the rounded base); a dtype: round "
+                        "both sides to it (as if both were saved in it); none: raw difference")
     p.add_argument("--no-rank", action="store_true", help="skip the SVD-based update ranks")
+    p.add_argument("--expect-layers", default=None, metavar="SPEC",
+                   help="check that every changed entry lies inside this selection (the --layers "
+                        "grammar); exit 1 if not. Without it, runs written by `layerwise train "
+                        "--layers` are checked against their own selection")
+    p.add_argument("--labels", default=None, help="comma-separated names for the tuned runs")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="write compare.json and tensors/blocks/modules CSVs here")
+                   help="write compare.json, CSVs, plots and report.html here")
 
 
 def _tols(text: str) -> list[float]:
@@ -30,52 +43,123 @@ def _tols(text: str) -> list[float]:
         raise LayerwiseError(f"--tol {text!r}: expected comma-separated numbers") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from layerwise.analysis.diff import check_tols, diff_checkpoints, overlap
-    from layerwise.analysis.summary import block_index_map, group_rows, tensor_rows, to_csv, to_json
+def _labels(tuned: list[str], given: str | None) -> list[str]:
+    if given is not None:
+        labels = [x.strip() for x in given.split(",")]
+        if len(labels) != len(tuned) or not all(labels):
+            raise LayerwiseError(f"--labels gives {len(labels)} names for {len(tuned)} tuned checkpoints")
+    else:  # out/demo/grpo-full-s0/model -> grpo-full-s0
+        labels = [Path(t).parent.name if Path(t).name in ("model", "merged") else Path(t).name or t
+                  for t in tuned]
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):  # keep names unique
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            labels[i] = f"{label}#{seen[label]}"
+    return labels
 
-    tols = check_tols(_tols(args.tol))
+
+def _own_selection(tuned: str) -> str | None:
+    """The --layers spec a `layerwise train` run was made with (metrics.json beside model/)."""
+    metrics = Path(tuned).parent / "metrics.json"
+    if Path(tuned).name != "model" or not metrics.is_file():
+        return None
+    config = (read_json(metrics) or {}).get("config") or {}
+    if config.get("layers") and not config.get("full") and not config.get("lora"):
+        return str(config["layers"])
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerwise.analysis.diff import REL_RANK_TOL, compare_many
+    from layerwise.analysis.summary import (group_rows, meta_layers, block_index_map,
+                                            selection_check, tensor_rows, to_csv, to_json)
+    from layerwise.selection.resolve import resolve_selection
+
+    tols = _tols(args.tol)
+    labels = _labels(args.tuned, args.labels)
+    comparison = compare_many(args.base, args.tuned, tols, ranks=not args.no_rank,
+                              rounding=args.rounding)
+    tols = comparison.diffs[0].tols
     groups = block_index_map(args.base)
-    doc: dict = {"base": args.base, "tolerances": tols, "precision": "float32 differences",
-                 "runs": [], "overlap": []}
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, tuned in enumerate(args.tuned):
-        diff = diff_checkpoints(args.base, tuned, tols, ranks=not args.no_rank)
+    layers = meta_layers(args.base)
+    if args.expect_layers and layers is None:
+        raise LayerwiseError(f"--expect-layers: cannot find the blocks of {args.base} (no config.json "
+                             "or an unknown architecture)")
+    doc: dict = {"base": args.base, "tolerances": list(tols), "precision": "float32 differences",
+                 "rounding": args.rounding, "rel_rank_tol": REL_RANK_TOL, "runs": [], "overlap": []}
+    lines, failed_checks = [], []
+    for label, tuned, diff in zip(labels, args.tuned, comparison.diffs):
         blocks = group_rows(diff, groups, "block")
-        modules = group_rows(diff, groups, "module")
         ranks = [t.rank_fraction for t in diff.tensors if t.rank_fraction is not None
                  and t.changed[tols[0]] > 0]
-        run = {"tuned": tuned, "global_sparsity": {str(t): diff.sparsity(t) for t in tols},
-               "missing": diff.missing, "mean_rank_fraction_of_updated_matrices":
-                   sum(ranks) / len(ranks) if ranks else None,
-               "blocks": blocks, "modules": modules, "tensors": tensor_rows(diff)}
+        spec = args.expect_layers or (_own_selection(tuned) if layers is not None else None)
+        check = None
+        if spec:
+            check = {"spec": spec, **selection_check(diff, resolve_selection(layers, spec).names, tols[0])}
+            if args.expect_layers and not check["ok"]:
+                failed_checks.append(label)
+        run = {"label": label, "tuned": tuned, "tuned_dtypes": diff.tuned_dtypes,
+               "base_rounded_to": diff.base_rounded_to, "tuned_rounded_to": diff.tuned_rounded_to,
+               "global_sparsity": {f"{t:g}": diff.sparsity(t) for t in tols}, "missing": diff.missing,
+               "mean_rank_fraction_of_updated_matrices": sum(ranks) / len(ranks) if ranks else None,
+               "selection_check": check, "blocks": blocks, "modules": group_rows(diff, groups, "module"),
+               "tensors": tensor_rows(diff)}
         doc["runs"].append(run)
-        sp = ", ".join(f"{diff.sparsity(t):.4f} at tol {t:g}" for t in tols)
-        lines.append(f"{tuned}: update sparsity {sp}"
-                     + (f"; mean update rank {run['mean_rank_fraction_of_updated_matrices']:.3f} of "
-                        "full" if ranks else ""))
-        for side, names in diff.missing.items():
-            if names:
-                lines.append(f"  missing in {side}: {', '.join(names[:5])}"
-                             + (f" (+{len(names) - 5} more)" if len(names) > 5 else ""))
-        changed_blocks = [r["group"] for r in blocks if r[f"sparsity@{tols[0]:g}"] < 1.0]
-        lines.append(f"  groups with changed entries at tol {tols[0]:g}: {', '.join(changed_blocks) or 'none'}")
-        if out is not None:
-            stem = f"run{i}"
-            atomic_write_text(out / f"{stem}_tensors.csv", to_csv(run["tensors"]))
-            atomic_write_text(out / f"{stem}_blocks.csv", to_csv(blocks))
-            atomic_write_text(out / f"{stem}_modules.csv", to_csv(modules))
-    for i in range(len(args.tuned)):
-        for j in range(i + 1, len(args.tuned)):
-            o = overlap(args.base, args.tuned[i], args.tuned[j], tols[0])
-            doc["overlap"].append({"a": args.tuned[i], "b": args.tuned[j], **o})
-            fmt = (lambda v: "nan" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}")
-            lines.append(f"overlap {args.tuned[i]} / {args.tuned[j]}: o1 {fmt(o['o1'])} (chance "
-                         f"{fmt(o['o1_rand'])}), o2 {fmt(o['o2'])} (chance {fmt(o['o2_rand'])})")
-    if out is not None:
-        atomic_write_text(out / "compare.json", to_json(doc))
+        lines += _run_lines(label, run, diff, tols)
+    for (i, j), o in comparison.overlaps.items():
+        doc["overlap"].append({"a": labels[i], "b": labels[j], **o})
+        lines.append(f"overlap {labels[i]} / {labels[j]}: o1 {_fmt(o['o1'])} (chance "
+                     f"{_fmt(o['o1_rand'])}), o2 {_fmt(o['o2'])} (chance {_fmt(o['o2_rand'])})")
+    if len(labels) > 1:
+        doc["overlap_matrix"] = {"labels": labels, "tol": comparison.overlap_tol,
+                                 "o1": comparison.overlap_matrix("o1"),
+                                 "chance": comparison.overlap_matrix("o1_rand")}
+    if args.out:
+        lines.append(f"wrote {_write(doc, Path(args.out), to_csv, to_json)}")
     sys.stdout.write("\n".join(lines) + "\n")
+    if failed_checks:
+        sys.stderr.write(f"layerwise: --expect-layers {args.expect_layers}: changed entries outside "
+                         f"the selection in {', '.join(failed_checks)}\n")
+        return 1
     return 0
+
+
+def _fmt(v) -> str:
+    return "nan" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}"
+
+
+def _run_lines(label: str, run: dict, diff, tols) -> list[str]:
+    sp = ", ".join(f"{diff.sparsity(t):.4f} at tol {t:g}" for t in tols)
+    rank = run["mean_rank_fraction_of_updated_matrices"]
+    lines = [f"{label}: update sparsity {sp}"
+             + (f"; mean update rank {rank:.3f} of full" if rank is not None else "")
+             + (f" (stored {', '.join(diff.tuned_dtypes)}; base rounded to "
+                f"{', '.join(diff.base_rounded_to)} first)" if diff.base_rounded_to else "")]
+    for side, names in diff.missing.items():
+        if names:
+            lines.append(f"  missing in {side}: {', '.join(names[:5])}"
+                         + (f" (+{len(names) - 5} more)" if len(names) > 5 else ""))
+    changed = [r["group"] for r in run["blocks"] if r[f"sparsity@{tols[0]:g}"] < 1.0]
+    lines.append(f"  groups with changed entries at tol {tols[0]:g}: {', '.join(changed) or 'none'}")
+    check = run["selection_check"]
+    if check:
+        lines.append(f"  selection {check['spec']}: " + (
+            f"all {check['changed_inside']:,} changed entries lie inside it" if check["ok"] else
+            f"{check['changed_outside']:,} changed entries OUTSIDE it, in "
+            f"{', '.join(check['tensors_outside'][:5])}"
+            + (f" (+{len(check['tensors_outside']) - 5} more)" if len(check['tensors_outside']) > 5 else "")))
+    return lines
+
+
+def _write(doc: dict, out: Path, to_csv, to_json) -> Path:
+    from layerwise.reporting.compare_report import compare_html, write_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(doc["runs"]):
+        for part in ("tensors", "blocks", "modules"):
+            atomic_write_text(out / f"run{i}_{part}.csv", to_csv(run[part]))
+    if doc["overlap"]:
+        atomic_write_text(out / "overlap.csv", to_csv(doc["overlap"]))
+    atomic_write_text(out / "compare.json", to_json(doc))
+    return compare_html(doc, write_plots(doc, out), out / "report.html")

@@ -12,7 +12,6 @@ backend state, so rendering is safe inside any program (and headless).
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -29,6 +28,7 @@ from layerwise.diagnostics.agreement import (
     parse_value,
 )
 from layerwise.fileio import atomic_write_text, save_figure
+from layerwise.reporting.html import img_tag
 
 _ORIENTATION_COLOUR = {True: "tab:blue", False: "tab:orange", None: "tab:gray"}
 _ORIENTATION_TEXT = {
@@ -226,7 +226,7 @@ def report_html(diag: dict, metric_plots: dict[str, Path], ranks_plot: Path | No
         _agreement_html(diag),
     ]
     if ranks_plot is not None:
-        parts.append(_img(ranks_plot, "importance rank per metric"))
+        parts.append(img_tag(ranks_plot, "importance rank per metric"))
     parts.append("<h2>Metrics</h2>")
     for name, metric in diag.get("metrics", {}).items():
         parts.append(_metric_html(name, metric, metric_plots.get(name)))
@@ -274,7 +274,7 @@ def _metric_html(name: str, metric: dict, plot: Path | None) -> str:
         )
         parts.append(f"<table>{rows}</table>")
     if plot is not None:
-        parts.append(_img(plot, name))
+        parts.append(img_tag(plot, name))
     parts.append(_json_details("extra", metric.get("extra")))
     return "\n".join(parts)
 
@@ -330,11 +330,6 @@ def _rho_cell(rho: float, n: int, num_blocks: int) -> str:
     text = "#fff" if abs(rho) > 0.6 else "#222"
     style = f"background:rgba({red},{green},{blue},{abs(rho) * 0.85:.2f});color:{text}"
     return f'<td style="{style}">{rho:+.2f}{count}</td>'
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _short_json(value, limit: int = 20_000) -> str:

@@ -5,12 +5,12 @@ Pure functions of the contribution tables (see sweeps/contribution.py); nothing 
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from pathlib import Path
 
 from layerwise.fileio import atomic_write_text, save_figure
+from layerwise.reporting.html import img_tag, page
 from layerwise.sweeps.contribution import Contribution
 
 
@@ -45,12 +45,11 @@ def plot_contribution(rows: list[Contribution], path: str | Path, title: str) ->
 
 def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Contribution],
                plot: Path, path: str | Path) -> Path:
-    img = base64.b64encode(Path(plot).read_bytes()).decode()
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>S_base = {s_base:.4f}; S_full per seed: "
             + ", ".join(f"seed {k}: {v:.4f}" for k, v in sorted(full.items())) + "</p>",
             "<p>C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean ± sd.</p>",
-            f'<img src="data:image/png;base64,{img}" style="max-width:100%">',
+            img_tag(plot, "C(k) over depth"),
             "<table><tr><th>selection</th><th>blocks</th><th>score</th><th>C(k)</th>"
             "<th>per seed</th><th>trainable</th><th>step s</th><th>failed</th></tr>"]
     for r in rows:
@@ -62,7 +61,4 @@ def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Con
             f"<td>{r.trainable_params or '-'}</td><td>{(r.step_seconds or math.nan):.3f}</td>"
             f"<td>{html.escape('; '.join(r.failed))}</td></tr>")
     body.append("</table>")
-    page = ("<!doctype html><meta charset='utf-8'><title>" + html.escape(title) + "</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:"
-            "1px solid #ddd;font-size:13px}</style>" + "\n".join(body))
-    return atomic_write_text(path, page)
+    return atomic_write_text(path, page(title, body))

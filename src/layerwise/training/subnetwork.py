@@ -1,6 +1,7 @@
 """Subnetwork-only training (`--mask-from BASE,TUNED`, PAPERS.md section 3).
 
-The mask m is 1 where BASE and TUNED differ (|delta| > tol, in fp32). Training then starts from
+The mask m is 1 where BASE and TUNED differ (|delta| > tol, in fp32; a base stored in more bits
+than TUNED is first rounded to TUNED's dtype, as `layerwise compare` does). Training then starts from
 the model as loaded (normally BASE) and multiplies every gradient by m before the optimizer step;
 after each step the masked-out entries are put back to their starting values, so neither weight
 decay nor optimizer state can move them (they stay bit-identical, tested).
@@ -12,6 +13,7 @@ import torch
 from transformers import TrainerCallback
 
 from layerwise.analysis.checkpoints import Checkpoint
+from layerwise.analysis.diff import fp32_delta
 from layerwise.errors import LayerwiseError
 
 
@@ -28,7 +30,7 @@ def build_masks(model: torch.nn.Module, spec: str, tol: float) -> dict[str, torc
         if name not in base.names or name not in tuned.names:
             raise LayerwiseError(f"--mask-from: tensor {name} is missing from "
                                  f"{parts[0] if name not in base.names else parts[1]}")
-        delta = tuned.tensor(name) - base.tensor(name)
+        delta = fp32_delta(base, tuned, name)
         if tuple(delta.shape) != tuple(p.shape):
             raise LayerwiseError(f"--mask-from: tensor {name} has shape {tuple(delta.shape)} in the "
                                  f"checkpoints but {tuple(p.shape)} in the model")
