@@ -112,3 +112,15 @@ def test_compare_command(pair, tmp_path, capsys):
     assert (tmp_path / "cmp" / "run0_blocks.csv").read_text().startswith("group,entries,")
     code, out, err = run(capsys, "compare", str(pair / "base"), str(pair / "tuned"), "--tol", "-1")
     _one_line_error(code, out, err, r"tolerance -1.0 is invalid: tolerances must be >= 0")
+
+
+@pytest.mark.parametrize("shape, k", [((64, 32), 5), ((20, 90), 20), ((48, 48), 1)])
+def test_rank_matches_torch_matrix_rank(shape, k):
+    from layerwise.analysis.diff import _rank_stats
+
+    g = torch.Generator().manual_seed(k)
+    m = torch.randn(shape[0], k, generator=g) @ torch.randn(k, shape[1], generator=g)
+    m += 1e-9 * torch.randn(shape, generator=g)  # numerical dust below the default tolerance
+    rank, rank_rel, eff = _rank_stats(m)
+    assert rank == int(torch.linalg.matrix_rank(m)) == k
+    assert rank_rel == k and 1 <= eff <= k * 1.001

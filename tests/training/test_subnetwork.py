@@ -37,6 +37,19 @@ def test_masked_entries_never_move(toy_task, tmp_path):
     assert torch.equal(after[d][:, 3:], base[d][:, 3:]) and not torch.equal(after[d][:, :3], base[d][:, :3])
     n = sum(t.numel() for t in base.values())
     assert m["subnetwork"]["trainable_share_kept"] == pytest.approx((10 * 64 + 64 * 3) / n)
+    # closeness to TUNED, recomputed here from the two checkpoints
+    tuned = load_file(tmp_path / "tuned" / "model.safetensors")
+    sub = m["subnetwork"]
+    for tol in ("1e-05", "0.0001"):
+        same = sum(int(((after[k].float() - tuned[k].float()).abs() <= float(tol)).sum()) for k in tuned)
+        inside = sum(int(((after[k][:10] - tuned[k][:10]).abs() <= float(tol)).sum()) for k in (q,)) + \
+            sum(int(((after[d][:, :3] - tuned[d][:, :3]).abs() <= float(tol)).sum()) for _ in (d,))
+        assert sub["identical_share"][tol] == pytest.approx(same / n)
+        assert sub["identical_share_in_mask"][tol] == pytest.approx(inside / (10 * 64 + 64 * 3))
+    # outside the mask the run equals BASE and TUNED alike; inside it, lr 1e-2 moved it away
+    assert sub["identical_share"]["1e-05"] >= 1 - (10 * 64 + 64 * 3) / n
+    assert sub["identical_share_in_mask"]["1e-05"] < 0.5
+    assert sub["mask_entries"] == 10 * 64 + 64 * 3 and sub["reference_accuracy"] is None
 
 
 def test_mask_from_bad_input(toy_task, tmp_path):

@@ -2,7 +2,9 @@
 
 Comparing checkpoints must not load whole models: `Checkpoint` opens each shard with
 `safetensors.safe_open` and reads one tensor at a time, so peak memory stays near the largest
-tensor, not the model. Only safetensors are read (nothing is ever unpickled).
+tensor, not the model. Each read opens the shard and closes it again: a mapping kept open would
+leave every page read so far counted in the process's resident memory. Only safetensors are read
+(nothing is ever unpickled).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Checkpoint:
         else:
             raise LayerwiseError(f"checkpoint {self.path} does not exist (expected an HF "
                                  "checkpoint directory or a .safetensors file)")
-        self._handles: dict[Path, object] = {}
+        self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
 
     @staticmethod
     def _names(file: Path) -> list[str]:
@@ -75,12 +77,20 @@ class Checkpoint:
     def names(self) -> list[str]:
         return sorted(self._where)
 
+    def _info(self, name: str) -> tuple[tuple[int, ...], str]:
+        if name not in self._meta:  # shapes and dtypes of the whole shard, from its header
+            with safe_open(str(self._where[name]), framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    self._meta[key] = (tuple(sl.get_shape()), sl.get_dtype())
+        return self._meta[name]
+
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handle(name).get_slice(name).get_shape())
+        return self._info(name)[0]
 
     def dtype(self, name: str) -> torch.dtype:
         """The dtype the tensor is stored in."""
-        code = self._handle(name).get_slice(name).get_dtype()
+        code = self._info(name)[1]
         if code not in _DTYPES:
             raise LayerwiseError(f"{self._where[name]}: tensor {name} has unsupported dtype {code}")
         return _DTYPES[code]
@@ -88,13 +98,8 @@ class Checkpoint:
     def tensor(self, name: str, round_to: torch.dtype | None = None) -> torch.Tensor:
         """One tensor as float32 (differences are never taken in bf16), optionally first rounded
         to `round_to` (round-to-nearest-even, as `.to(dtype)` does when a run starts)."""
-        t = self._handle(name).get_tensor(name)
+        with safe_open(str(self._where[name]), framework="pt") as f:
+            t = f.get_tensor(name)
         if round_to is not None and t.dtype != round_to and t.is_floating_point():
             t = t.to(round_to)
         return t.to(torch.float32)
-
-    def _handle(self, name: str):
-        file = self._where[name]
-        if file not in self._handles:
-            self._handles[file] = safe_open(str(file), framework="pt")
-        return self._handles[file]

@@ -112,9 +112,11 @@ def fp32_delta(base: Checkpoint, tuned: Checkpoint, name: str, rounding: str = "
 
 
 def _rank_stats(delta: torch.Tensor) -> tuple[int, int, float]:
+    """(rank at torch.linalg.matrix_rank's default tolerance, rank at REL_RANK_TOL, effective rank)
+    from one SVD: the default keeps singular values > max(shape) x eps(float32) x the largest."""
     s = torch.linalg.svdvals(delta)
-    rank = int(torch.linalg.matrix_rank(delta))
     top = float(s[0]) if s.numel() else 0.0
+    rank = int((s > max(delta.shape) * torch.finfo(delta.dtype).eps * top).sum()) if top > 0 else 0
     rank_rel = int((s > REL_RANK_TOL * top).sum()) if top > 0 else 0
     p = s / s.sum() if float(s.sum()) > 0 else s
     nz = p[p > 0]
@@ -169,12 +171,13 @@ def compare_many(base: str | Checkpoint, tuned: list, tols=DEFAULT_TOLS, ranks: 
                                 (run.dtype(name), diffs[i].tuned_dtypes)):
                 if dtype is not None and str(dtype).removeprefix("torch.") not in seen:
                     seen.append(str(dtype).removeprefix("torch."))
-            delta = run.tensor(name, rt) - base.tensor(name, rb)
-            mag = delta.abs()
-            td = TensorDiff(name=name, shape=tuple(delta.shape), numel=delta.numel(),
-                            changed={t: int((mag > t).sum()) for t in tols})
-            if ranks and delta.ndim == 2 and min(delta.shape) > 0:
-                td.rank, td.rank_rel, td.effective_rank = _rank_stats(delta)
+            delta = run.tensor(name, rt)
+            delta.sub_(base.tensor(name, rb))  # in place: one tensor pair in memory at a time
+            td = TensorDiff(name=name, shape=tuple(delta.shape), numel=delta.numel(), changed={})
+            if ranks and delta.ndim == 2 and min(delta.shape) > 0:  # no SVD for an untouched matrix
+                td.rank, td.rank_rel, td.effective_rank = _rank_stats(delta) if delta.any() else (0, 0, 0.0)
+            mag = delta.abs_()
+            td.changed = {t: int((mag > t).sum()) for t in tols}
             diffs[i].tensors.append(td)
             if counts:
                 masks[i] = mag > otol

@@ -117,8 +117,20 @@ def summary_lines(m: dict) -> list[str]:
         f"cost          {m['steps_completed']} steps, median step {_fmt(m['step_seconds_median'])} s, "
         f"optimizer state {m['optimizer_state_bytes'] / 2**20:.1f} MiB, peak memory "
         f"{m['peak_memory_mb']:.0f} MiB, wall {m['wall_seconds']:.1f} s",
+        *_subnetwork_lines(m.get("subnetwork")),
         f"status        {m['status']}" + (f": {m['failure']}" if m.get("failure") else ""),
     ]
+
+
+def _subnetwork_lines(sub: dict | None) -> list[str]:
+    if not sub:
+        return []
+    same = ", ".join(f"{_fmt(v, '.2%')} at {t}" for t, v in sub["identical_share"].items())
+    inside = ", ".join(f"{_fmt(v, '.2%')} at {t}" for t, v in sub["identical_share_in_mask"].items())
+    ref = sub.get("reference_accuracy")
+    return [f"subnetwork    {sub['trainable_share_kept']:.2%} of the trainable entries could move; "
+            f"entries identical to {sub['reference']}: {same} (within the mask: {inside})"
+            + (f"; its accuracy {_fmt(ref)}" if ref is not None else "")]
 
 
 def run(args: argparse.Namespace) -> int:

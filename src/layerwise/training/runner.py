@@ -38,7 +38,7 @@ from layerwise.training.config import TrainConfig
 from layerwise.training.methods import BUILDERS, common_args
 from layerwise.training.outputs import plot_curves, save_model_atomic, write_metrics
 from layerwise.training.preference import load_pairs, self_sampled_pairs
-from layerwise.training.subnetwork import SubnetworkMask, build_masks
+from layerwise.training.subnetwork import SubnetworkMask, build_masks, closeness
 from layerwise.training.trainable import (
     build_optimizer,
     enable_checkpointing,
@@ -145,7 +145,8 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
                                                enabled=config.progress), *(extra_callbacks or [])]
     subnetwork = None
     if config.mask_from:
-        subnetwork = SubnetworkMask(model, build_masks(model, config.mask_from, config.mask_tol))
+        masks = build_masks(model, config.mask_from, config.mask_tol)
+        subnetwork = SubnetworkMask(model, masks)
         callbacks.insert(0, subnetwork)  # restore masked entries before the NaN guard snapshots
         log.info("subnetwork training: %.2f%% of the trainable entries may change",
                  100 * subnetwork.kept_share)
@@ -215,7 +216,8 @@ def train(config: TrainConfig, model_spec: str | None = None, *, dtype: str = "a
                       "bf16_autocast": bool(args["bf16"]), "device": str(dev)},
         "pairs": pair_report,
         "subnetwork": ({"mask_from": config.mask_from, "tol": config.mask_tol,
-                        "trainable_share_kept": subnetwork.kept_share} if subnetwork else None),
+                        "trainable_share_kept": subnetwork.kept_share,
+                        **closeness(model, config.mask_from, masks)} if subnetwork else None),
         "history": recorder.history,
         "platform": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "threads": torch.get_num_threads()},

@@ -9,6 +9,8 @@ decay nor optimizer state can move them (they stay bit-identical, tested).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import TrainerCallback
 
@@ -59,3 +61,40 @@ class SubnetworkMask(TrainerCallback):
     def on_train_end(self, args, state, control, **kw):
         for h in self.handles:
             h.remove()
+
+
+CLOSENESS_TOLS = (1e-5, 1e-4)
+
+
+def closeness(model: torch.nn.Module, spec: str, masks: dict[str, torch.Tensor],
+              tols=CLOSENESS_TOLS) -> dict:
+    """How close the masked run ends to TUNED (the run its mask came from), PAPERS.md section 3:
+    the share of entries within tol of TUNED, over every parameter and over the mask only, plus
+    TUNED's task score when its metrics.json sits beside it."""
+    from layerwise.fileio import read_json
+
+    source = spec.split(",")[1].strip()
+    tuned = Checkpoint(source)
+    names = set(tuned.names)
+    n = n_mask = 0
+    same = dict.fromkeys(tols, 0)
+    same_mask = dict.fromkeys(tols, 0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in names:
+                continue
+            d = (p.detach().float().cpu() - tuned.tensor(name)).abs_()
+            n += d.numel()
+            for t in tols:
+                same[t] += int((d <= t).sum())
+            if name in masks:
+                dm = d[masks[name].cpu()]
+                n_mask += dm.numel()
+                for t in tols:
+                    same_mask[t] += int((dm <= t).sum())
+    metrics = Path(source).parent / "metrics.json"
+    ref = read_json(metrics) if Path(source).name == "model" and metrics.is_file() else {}
+    return {"reference": source, "entries": n, "mask_entries": n_mask,
+            "identical_share": {f"{t:g}": same[t] / n if n else None for t in tols},
+            "identical_share_in_mask": {f"{t:g}": same_mask[t] / n_mask if n_mask else None for t in tols},
+            "reference_accuracy": ((ref.get("final") or {}).get("accuracy") if ref else None)}
