@@ -7,7 +7,8 @@ by N(0, 1e-4), the way a full fine-tuning run moves them), so the bench needs no
 Each measurement runs in its own fresh process and reports that process's peak resident memory
 (VmHWM), so nothing one step allocated is counted in another:
 - `import`: the fixed cost, python + torch + layerwise imported and the meta-device model built;
-- `compare --no-rank` and `compare` (with the SVD ranks): the streaming comparison, via the CLI;
+- `compare_many()`: the streaming comparison alone (library call, no ranks, no outputs);
+- `compare --no-rank` and `compare` (with the SVD ranks): the CLI, with CSVs, plots and report;
 - `load both`: what a non-streaming tool does, both state dicts fully in memory, then diffed.
 Target: compare's peak minus the import cost stays near the largest tensor pair, not the model.
 """
@@ -32,6 +33,9 @@ if what == "compare":
     from layerwise.cli.main import main
     code = main(["compare", args["base"], *args["tuned"], "--out", args["out"], *args["extra"]])
     assert code == 0
+elif what == "library":
+    from layerwise.analysis.diff import compare_many
+    compare_many(args["base"], args["tuned"], ranks=False)
 elif what == "load":
     from safetensors.torch import load_file
     import glob, torch
@@ -99,6 +103,7 @@ def main() -> None:
     common = {"base": str(base_dir), "tuned": tuned}
     rows = {
         "import": measure("none", **common),
+        "compare_many()": measure("library", **common),
         "compare --no-rank": measure("compare", out=str(tmp / "a"), extra=["--no-rank"], **common),
         "compare": measure("compare", out=str(tmp / "b"), extra=[], **common),
         "load both": measure("load", **common),

@@ -105,7 +105,7 @@ def test_compare_command(pair, tmp_path, capsys):
     code, out, err = run(capsys, "compare", str(pair / "base"), str(pair / "tuned"), str(pair / "base"),
                          "--tol", "1e-5,0", "--out", str(tmp_path / "cmp"))
     assert code == 0, err
-    assert "groups with changed entries at tol 1e-05: block 1" in out
+    assert "groups with changed entries at tol 1e-05: blocks 1\n" in out
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert doc["runs"][1]["global_sparsity"] == {"1e-05": 1.0, "0": 1.0}
     assert doc["overlap"][0]["updated_b"] == 0

@@ -33,7 +33,7 @@ def test_single_block_run_is_checked_and_reported(capsys, trained, tmp_path):
     code, out, err = run(capsys, "compare", str(trained / "base"), str(trained / "run0" / "model"),
                          str(trained / "run1" / "model"), "--tol", "1e-5,0", "--out", str(tmp_path))
     assert code == 0, err
-    assert "groups with changed entries at tol 1e-05: block 2\n" in out
+    assert "groups with changed entries at tol 1e-05: blocks 2\n" in out
     assert out.count("selection 2: all ") == 2  # read from each run's metrics.json
     doc = json.loads((tmp_path / "compare.json").read_text())
     assert [r["label"] for r in doc["runs"]] == ["run0", "run1"]

@@ -130,18 +130,22 @@ def _fmt(v) -> str:
 
 
 def _run_lines(label: str, run: dict, diff, tols) -> list[str]:
+    from layerwise.reporting.tables import compact_ranges
+
     sp = ", ".join(f"{diff.sparsity(t):.4f} at tol {t:g}" for t in tols)
     rank = run["mean_rank_fraction_of_updated_matrices"]
     lines = [f"{label}: update sparsity {sp}"
              + (f"; mean update rank {rank:.3f} of full" if rank is not None else "")
-             + (f" (stored {', '.join(diff.tuned_dtypes)}; base rounded to "
-                f"{', '.join(diff.base_rounded_to)} first)" if diff.base_rounded_to else "")]
+             + _rounding_note(diff)]
     for side, names in diff.missing.items():
         if names:
             lines.append(f"  missing in {side}: {', '.join(names[:5])}"
                          + (f" (+{len(names) - 5} more)" if len(names) > 5 else ""))
     changed = [r["group"] for r in run["blocks"] if r[f"sparsity@{tols[0]:g}"] < 1.0]
-    lines.append(f"  groups with changed entries at tol {tols[0]:g}: {', '.join(changed) or 'none'}")
+    blocks = [int(g.split()[1]) for g in changed if g.startswith("block ")]
+    named = ([f"blocks {compact_ranges(blocks)}"] if blocks else []) + [g for g in changed
+                                                                       if not g.startswith("block ")]
+    lines.append(f"  groups with changed entries at tol {tols[0]:g}: {', '.join(named) or 'none'}")
     check = run["selection_check"]
     if check:
         lines.append(f"  selection {check['spec']}: " + (
@@ -150,6 +154,15 @@ def _run_lines(label: str, run: dict, diff, tols) -> list[str]:
             f"{', '.join(check['tensors_outside'][:5])}"
             + (f" (+{len(check['tensors_outside']) - 5} more)" if len(check['tensors_outside']) > 5 else "")))
     return lines
+
+
+def _rounding_note(diff) -> str:
+    stored = ", ".join(diff.tuned_dtypes)
+    if diff.tuned_rounded_to:
+        return f" (stored {stored}; both sides rounded to {', '.join(diff.tuned_rounded_to)} first)"
+    if diff.base_rounded_to:
+        return f" (stored {stored}; base rounded to {', '.join(diff.base_rounded_to)} first)"
+    return ""
 
 
 def _write(doc: dict, out: Path, to_csv, to_json) -> Path:

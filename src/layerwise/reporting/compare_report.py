@@ -18,21 +18,34 @@ def _key(tol: float) -> str:
 
 
 def plot_block_sparsity(doc: dict, path: str | Path) -> Path:
-    """Update sparsity of every block (and embed / norm / head) per run, at the first tolerance."""
+    """Per block (and embed / norm / head), per run, at the first tolerance: the update sparsity
+    (top), and the share of entries that changed on a log scale (bottom), where sparse runs differ."""
     tol = doc["tolerances"][0]
-    fig = Figure(figsize=(max(7.0, 0.28 * len(doc["runs"][0]["blocks"]) + 2), 3.6))
-    ax = fig.subplots()
-    for run in doc["runs"]:
-        rows = run["blocks"]
-        ax.plot(range(len(rows)), [r[_key(tol)] for r in rows], marker="o", ms=3, label=run["label"])
     labels = [r["group"].removeprefix("block ") for r in doc["runs"][0]["blocks"]]
-    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=90)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("block (then embed / norm / head)")
-    ax.set_ylabel(f"update sparsity (|Δ| ≤ {tol:g})")
-    ax.set_title("Share of entries left unchanged, per block", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig = Figure(figsize=(max(7.0, 0.28 * len(labels) + 2), 6.0))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    floor = None
+    for run in doc["runs"]:
+        values = {r["group"].removeprefix("block "): r[_key(tol)] for r in run["blocks"]}
+        sparsity = [values.get(g, math.nan) for g in labels]
+        top.plot(range(len(labels)), sparsity, marker="o", ms=3, label=run["label"])
+        changed = [1 - s if 1 - s > 0 else math.nan for s in sparsity]
+        bottom.plot(range(len(labels)), changed, marker="o", ms=3, label=run["label"])
+        smallest = min((c for c in changed if c == c), default=None)
+        if smallest is not None and (floor is None or smallest < floor):
+            floor = smallest
+    top.set_ylim(-0.02, 1.02)
+    top.set_ylabel(f"update sparsity\n(|Δ| ≤ {tol:g})")
+    top.set_title("Share of entries left unchanged (top) and changed (bottom), per block", fontsize=9)
+    bottom.set_yscale("log")
+    if floor:
+        bottom.set_ylim(bottom=floor / 3, top=1.5)
+    bottom.set_ylabel("changed share (log)")
+    bottom.set_xticks(range(len(labels)), labels, fontsize=7, rotation=90)
+    bottom.set_xlabel("block (then embed / norm / head); a missing point: nothing changed")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return save_figure(fig, path)
 
