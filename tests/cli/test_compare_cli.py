@@ -124,3 +124,21 @@ def test_bad_input(capsys, trained, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"not a safetensors file")
     _one_line_error(*run(capsys, "compare", base, str(tmp_path / "bad")), r"not a readable safetensors")
+
+
+def test_lora_merged_run_changes_only_attention_with_rank_at_most_r(capsys, trained, toy_task, tmp_path):
+    from layerwise.cli.main import main
+
+    code = main(["train", "--model", str(trained / "base"), "--task", toy_task, "--lora", "--rank", "2",
+                 "--lora-layers", "1-2", "--lora-budget", "per-layer", "--merge", "--steps", "2",
+                 "--batch-size", "4", "--n-train", "8", "--eval-n", "2", "-q", "--lr", "5e-2",
+                 "--out", str(tmp_path / "lora")])
+    assert code == 0
+    code, out, err = run(capsys, "compare", str(trained / "base"), str(tmp_path / "lora" / "merged"),
+                         "--tol", "0", "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    changed = [t for t in doc["runs"][0]["tensors"] if t["sparsity@0"] < 1]
+    assert changed and all(t["tensor"].split(".")[2] in ("1", "2") and ".self_attn." in t["tensor"]
+                           for t in changed), [t["tensor"] for t in changed]
+    assert all(1 <= t["rank"] <= 2 for t in changed)  # a merged rank-2 LoRA update has rank <= 2
