@@ -134,6 +134,7 @@ def test_lora_merged_run_changes_only_attention_with_rank_at_most_r(capsys, trai
                  "--batch-size", "4", "--n-train", "8", "--eval-n", "2", "-q", "--lr", "5e-2",
                  "--out", str(tmp_path / "lora")])
     assert code == 0
+    capsys.readouterr()
     code, out, err = run(capsys, "compare", str(trained / "base"), str(tmp_path / "lora" / "merged"),
                          "--tol", "0", "--out", str(tmp_path / "cmp"))
     assert code == 0, err
@@ -142,3 +143,42 @@ def test_lora_merged_run_changes_only_attention_with_rank_at_most_r(capsys, trai
     assert changed and all(t["tensor"].split(".")[2] in ("1", "2") and ".self_attn." in t["tensor"]
                            for t in changed), [t["tensor"] for t in changed]
     assert all(1 <= t["rank"] <= 2 for t in changed)  # a merged rank-2 LoRA update has rank <= 2
+
+
+def test_run_directories_and_adapters(capsys, trained, toy_task, tmp_path):
+    from layerwise.cli.main import main
+
+    code, out, err = run(capsys, "compare", str(trained / "base"), str(trained / "run0"), "--no-rank")
+    assert code == 0, err  # a run directory stands for RUN/model, labelled by the run
+    assert out.startswith("run0: update sparsity") and "selection 2: all " in out
+    code = main(["train", "--model", str(trained / "base"), "--task", toy_task, "--lora", "--rank", "2",
+                 "--steps", "1", "--batch-size", "4", "--n-train", "8", "--eval-n", "2", "-q",
+                 "--out", str(tmp_path / "lora")])
+    assert code == 0
+    capsys.readouterr()
+    _one_line_error(*run(capsys, "compare", str(trained / "base"), str(tmp_path / "lora")),
+                    r"lora/model is a PEFT adapter, not a full checkpoint: compare the merged model")
+
+
+def test_mask_from_a_run_agrees_with_compare(capsys, trained, toy_task, tmp_path):
+    from layerwise.cli.main import main
+
+    code = main(["train", "--model", str(trained / "base"), "--task", toy_task, "--full", "--steps", "2",
+                 "--batch-size", "4", "--n-train", "8", "--eval-n", "2", "-q", "--lr", "1e-2",
+                 "--mask-from", f"{trained / 'base'},{trained / 'run0'}", "--out", str(tmp_path / "masked")])
+    assert code == 0
+    out = capsys.readouterr().out
+    sub = json.loads((tmp_path / "masked" / "metrics.json").read_text())["subnetwork"]
+    ref = json.loads((trained / "run0" / "metrics.json").read_text())
+    assert sub["reference"] == str(trained / "run0" / "model")
+    assert sub["reference_accuracy"] == ref["final"]["accuracy"] and "its accuracy" in out
+    code, out, err = run(capsys, "compare", str(trained / "base"), str(trained / "run0"),
+                         str(tmp_path / "masked"), "--no-rank", "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    full, masked = doc["runs"]
+    changed = sum(r["entries"] * (1 - r["sparsity@1e-05"]) for r in full["blocks"])
+    assert sub["mask_entries"] == round(changed)  # the mask is what compare calls changed
+    assert masked["selection_check"] is None  # a --full run: nothing to check against
+    o = doc["overlap"][0]
+    assert o["o2"] == 1.0  # every entry the masked run changed lies in the full run's changed set

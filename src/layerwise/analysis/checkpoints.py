@@ -25,7 +25,8 @@ ROUNDING = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": tor
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:
-    """A checkpoint path from a path, ``embedded`` or a ``.gguf`` file (converted once, cached)."""
+    """A checkpoint path from a path, ``embedded``, a ``.gguf`` file (converted once, cached) or a
+    `layerwise train` run directory (its ``merged/`` model if there is one, else ``model/``)."""
     from layerwise.models.loading import convert_gguf, embedded_gguf_path
 
     text = str(spec)
@@ -34,6 +35,14 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     path = Path(text)
     if path.suffix == ".gguf" and path.is_file():
         return convert_gguf(path)
+    if path.is_dir() and not any(path.glob("*.safetensors")) and not (path / INDEX).is_file():
+        for sub in ("merged", "model"):
+            if (path / sub).is_dir():
+                path = path / sub
+                break
+    if (path / "adapter_config.json").is_file():
+        raise LayerwiseError(f"{path} is a PEFT adapter, not a full checkpoint: compare the merged "
+                             "model (layerwise train --lora --merge writes RUN/merged)")
     return path
 
 

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("base", help="base HF checkpoint directory, .safetensors or .gguf file, or "
                                 "'embedded' (the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("tuned", nargs="+", help="tuned checkpoint(s) from the same base")
+    p.add_argument("tuned", nargs="+", help="tuned checkpoint(s) from the same base, or `layerwise "
+                                           "train` run directories (RUN/merged or RUN/model)")
     p.add_argument("--tol", default="1e-5", help="comma-separated tolerances, e.g. 1e-5,1e-8,0; "
                                                  "the first one is used for overlap and plots")
     p.add_argument("--rounding", default="auto", choices=ROUNDING_MODES,
@@ -71,12 +72,14 @@ def _own_selection(tuned: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerwise.analysis.checkpoints import resolve_checkpoint
     from layerwise.analysis.diff import REL_RANK_TOL, compare_many
     from layerwise.analysis.summary import (group_rows, meta_layers, block_index_map,
                                             selection_check, tensor_rows, to_csv, to_json)
     from layerwise.selection.resolve import resolve_selection
 
     tols = _tols(args.tol)
+    args.tuned = [str(resolve_checkpoint(t)) for t in args.tuned]  # run dirs -> RUN/model
     labels = _labels(args.tuned, args.labels)
     comparison = compare_many(args.base, args.tuned, tols, ranks=not args.no_rank,
                               rounding=args.rounding)

@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="DPO preference pairs (fields prompt, chosen, rejected)")
     what.add_argument("--mask-from", default=None, metavar="BASE,TUNED",
                       help="subnetwork-only training: only entries where BASE and TUNED differ "
-                           "(|delta| > --mask-tol, in fp32) may change; BASE may be 'embedded'")
+                           "(|delta| > --mask-tol, in fp32) may change; BASE may be 'embedded', "
+                           "TUNED a run directory")
     what.add_argument("--mask-tol", type=float, default=1e-5)
     ev = p.add_argument_group("evaluation and outputs")
     ev.add_argument("--eval-n", type=int, default=100, help="held-out items scored before and after")

@@ -9,8 +9,6 @@ decay nor optimizer state can move them (they stay bit-identical, tested).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import TrainerCallback
 
@@ -92,9 +90,9 @@ def closeness(model: torch.nn.Module, spec: str, masks: dict[str, torch.Tensor],
                 n_mask += dm.numel()
                 for t in tols:
                     same_mask[t] += int((dm <= t).sum())
-    metrics = Path(source).parent / "metrics.json"
-    ref = read_json(metrics) if Path(source).name == "model" and metrics.is_file() else {}
-    return {"reference": source, "entries": n, "mask_entries": n_mask,
+    metrics = tuned.path.parent / "metrics.json"  # a `layerwise train` run: RUN/model + RUN/metrics.json
+    ref = read_json(metrics) if tuned.path.name in ("model", "merged") and metrics.is_file() else {}
+    return {"reference": str(tuned.path), "entries": n, "mask_entries": n_mask,
             "identical_share": {f"{t:g}": same[t] / n if n else None for t in tols},
             "identical_share_in_mask": {f"{t:g}": same_mask[t] / n_mask if n_mask else None for t in tols},
             "reference_accuracy": ((ref.get("final") or {}).get("accuracy") if ref else None)}
