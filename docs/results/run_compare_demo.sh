@@ -3,7 +3,7 @@
 # SmolLM2-135M-Instruct, one-digit arithmetic, the same hyper-parameters as run_train_demo.sh.
 #   bash docs/results/run_compare_demo.sh [DEMO_DIR] [OUT_DIR]
 # DEMO_DIR holds the fp32 runs of run_train_demo.sh (default out/demo); the bf16 and masked runs
-# go to OUT_DIR (default out/compare-demo). About 35 min of training + 5 min of compare on 2 cores.
+# go to OUT_DIR (default out/compare-demo). About 15 min of training + 2 min of compare on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEMO=${1:-out/demo}
