@@ -182,3 +182,15 @@ def test_mask_from_a_run_agrees_with_compare(capsys, trained, toy_task, tmp_path
     assert masked["selection_check"] is None  # a --full run: nothing to check against
     o = doc["overlap"][0]
     assert o["o2"] == 1.0  # every entry the masked run changed lies in the full run's changed set
+
+
+def test_rewriting_an_out_dir_leaves_no_stale_files(capsys, trained, tmp_path):
+    base, run0, run1 = str(trained / "base"), str(trained / "run0"), str(trained / "run1")
+    assert run(capsys, "compare", base, run0, run1, "--out", str(tmp_path))[0] == 0
+    assert (tmp_path / "rank_hist.png").exists()
+    assert (tmp_path / "run1_blocks.csv").exists() and (tmp_path / "overlap.png").exists()
+    assert run(capsys, "compare", base, run0, "--no-rank", "--out", str(tmp_path))[0] == 0
+    assert not (tmp_path / "run1_blocks.csv").exists() and not (tmp_path / "overlap.png").exists()
+    assert not (tmp_path / "rank_hist.png").exists() and not (tmp_path / "overlap.csv").exists()
+    assert (tmp_path / "run0_blocks.csv").exists()
+    assert "<th></th>" not in (tmp_path / "report.html").read_text()

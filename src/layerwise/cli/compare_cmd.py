@@ -172,6 +172,12 @@ def _write(doc: dict, out: Path, to_csv, to_json) -> Path:
     from layerwise.reporting.compare_report import compare_html, write_plots
 
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("run*_*.csv"):  # from an earlier compare with more runs into this dir
+        index = stale.name[3:].split("_", 1)[0]
+        if index.isdigit() and int(index) >= len(doc["runs"]):
+            stale.unlink()
+    if not doc["overlap"]:
+        (out / "overlap.csv").unlink(missing_ok=True)
     for i, run in enumerate(doc["runs"]):
         for part in ("tensors", "blocks", "modules"):
             atomic_write_text(out / f"run{i}_{part}.csv", to_csv(run[part]))

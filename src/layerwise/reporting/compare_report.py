@@ -129,18 +129,29 @@ def plot_overlap_matrix(doc: dict, path: str | Path) -> Path | None:
     return save_figure(fig, path)
 
 
+PLOTS = {"sparsity per block": (plot_block_sparsity, "sparsity_blocks.png"),
+         "sparsity per module type": (plot_module_sparsity, "sparsity_modules.png"),
+         "update rank": (plot_rank_histogram, "rank_hist.png"),
+         "overlap": (plot_overlap_matrix, "overlap.png")}
+
+
 def write_plots(doc: dict, out: Path) -> dict[str, Path]:
-    plots = {"sparsity per block": plot_block_sparsity(doc, out / "sparsity_blocks.png"),
-             "sparsity per module type": plot_module_sparsity(doc, out / "sparsity_modules.png"),
-             "update rank": plot_rank_histogram(doc, out / "rank_hist.png"),
-             "overlap": plot_overlap_matrix(doc, out / "overlap.png")}
-    return {k: v for k, v in plots.items() if v is not None}
+    """Every plot that applies; a plot that does not (no ranks, one run) is removed from `out` so
+    an earlier compare into the same directory leaves nothing stale."""
+    plots = {}
+    for title, (plot, name) in PLOTS.items():
+        path = plot(doc, out / name)
+        if path is None:
+            (out / name).unlink(missing_ok=True)
+        else:
+            plots[title] = path
+    return plots
 
 
 def compare_html(doc: dict, plots: dict[str, Path], path: str | Path) -> Path:
     tols = doc["tolerances"]
     parts = ["<h1>layerwise compare</h1>",
-             table(["", ""], [["base", doc["base"]], ["tolerances", ", ".join(f"{t:g}" for t in tols)],
+             table(None, [["base", doc["base"]], ["tolerances", ", ".join(f"{t:g}" for t in tols)],
                               ["differences", doc["precision"]], ["rounding", doc["rounding"]]]),
              "<h2>Runs</h2>",
              f'<p class="help">Update sparsity = share of entries with |Δ| ≤ tol (PAPERS.md §3). '

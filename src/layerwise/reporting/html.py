@@ -20,16 +20,16 @@ def img_tag(path: str | Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def table(header: list[str], rows: list[list], first_is_name: bool = True) -> str:
+def table(header: list[str] | None, rows: list[list], first_is_name: bool = True) -> str:
     """A table of escaped cells; floats shown with 4 significant digits, None as a dash."""
     def cell(v, j):
         text = "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
         cls = ' class="name"' if j == 0 and first_is_name else ""
         return f"<td{cls}>{html.escape(text)}</td>"
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(cell(v, j) for j, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def page(title: str, parts: list[str], css: str = CSS) -> str:
