@@ -124,3 +124,33 @@ def test_rank_matches_torch_matrix_rank(shape, k):
     rank, rank_rel, eff = _rank_stats(m)
     assert rank == int(torch.linalg.matrix_rank(m)) == k
     assert rank_rel == k and 1 <= eff <= k * 1.001
+
+
+def test_magnitude_ratio_flags_updates_that_only_land_near_zero(tmp_path, capsys):
+    from tests.cli.test_cli import run
+
+    model = load_model("tiny:llama").model
+    _save(model, tmp_path / "base")
+    w = model.model.layers[1].mlp.up_proj.weight  # (128, 64)
+    with torch.no_grad():
+        small = w.abs() < w.abs().quantile(0.05)  # the 5% of entries nearest zero
+        w[small] += 1e-3
+    _save(model, tmp_path / "near-zero")
+    with torch.no_grad():
+        w[small] -= 1e-3
+        anywhere = torch.zeros_like(small)
+        anywhere.view(-1)[::20] = True  # every 20th entry, whatever its size
+        w[anywhere] += 1e-3
+    _save(model, tmp_path / "anywhere")
+    near, spread = (diff_checkpoints(tmp_path / "base", tmp_path / n, ranks=False) for n in ("near-zero", "anywhere"))
+    base_w = load_model("tiny:llama").model.model.layers[1].mlp.up_proj.weight.detach()
+    expected = float(base_w.abs()[small].mean() / base_w.abs().mean())
+    up = next(t for t in near.tensors if t.name == "model.layers.1.mlp.up_proj.weight")
+    assert up.magnitude_ratio == pytest.approx(expected, rel=1e-4) and expected < 0.1
+    assert 0.8 < spread.magnitude_ratio < 1.2
+    # the global ratio is over all tensors: the same changed entries, against every entry's mean
+    assert near.magnitude_ratio < 0.2
+    code, out, _ = run(capsys, "compare", str(tmp_path / "base"), str(tmp_path / "near-zero"),
+                       str(tmp_path / "anywhere"), "--no-rank")
+    assert code == 0 and out.count("changed entries sit near zero") == 1
+    assert diff_checkpoints(tmp_path / "base", tmp_path / "base").magnitude_ratio is None

@@ -42,6 +42,14 @@ class TensorDiff:
     rank: int | None = None
     rank_rel: int | None = None
     effective_rank: float | None = None
+    abs_base_sum: float = 0.0  # sum of |theta_0| over all entries
+    abs_base_changed_sum: float = 0.0  # ... over the entries changed at the first tolerance
+
+    @property
+    def magnitude_ratio(self) -> float | None:
+        """mean |theta_0| of the changed entries / mean |theta_0| of all entries (first tol)."""
+        first = next(iter(self.changed.values()), 0)  # changed is keyed by tols, in their order
+        return _ratio(self.abs_base_changed_sum, first, self.abs_base_sum, self.numel)
 
     def sparsity(self, tol: float) -> float:
         return 1.0 - self.changed[tol] / self.numel if self.numel else 1.0
@@ -64,6 +72,39 @@ class CheckpointDiff:
     def sparsity(self, tol: float) -> float:
         n = sum(t.numel for t in self.tensors)
         return 1.0 - sum(t.changed[tol] for t in self.tensors) / n if n else 1.0
+
+    @property
+    def magnitude_ratio(self) -> float | None:
+        """Mean over the changed entries (first tol) of |theta_0| / mean |theta_0| of its tensor:
+        the per-tensor ratios weighted by their changed counts, so tensors of different scale
+        (norm weights near 1, projections near 0.02) do not bias it. About 1 when updates land
+        anywhere; far below 1 when only entries near zero changed, which is what rounding to a
+        low-precision dtype leaves (a step under half the dtype's spacing at |theta_0| is lost)."""
+        weighted = n_changed = 0.0
+        for t in self.tensors:
+            r = t.magnitude_ratio
+            if r is not None:
+                c = t.changed[self.tols[0]]
+                weighted += r * c
+                n_changed += c
+        return weighted / n_changed if n_changed else None
+
+
+def _ratio(changed_sum: float, n_changed: int, total_sum: float, n: int) -> float | None:
+    if not n_changed or not n or total_sum <= 0:
+        return None
+    return (changed_sum / n_changed) / (total_sum / n)
+
+
+def _abs_sums(w: torch.Tensor, changed: torch.Tensor, chunk: int = 1 << 22) -> tuple[float, float]:
+    """(sum |w|, sum |w| where changed), in chunks so no full-size temporary is made."""
+    fw, fm = w.reshape(-1), changed.reshape(-1)
+    total = inside = 0.0
+    for start in range(0, fw.numel(), chunk):
+        a = fw[start:start + chunk].abs()
+        total += float(a.sum(dtype=torch.float64))
+        inside += float(a[fm[start:start + chunk]].sum(dtype=torch.float64))
+    return total, inside
 
 
 def check_tols(tols) -> tuple[float, ...]:
@@ -171,17 +212,20 @@ def compare_many(base: str | Checkpoint, tuned: list, tols=DEFAULT_TOLS, ranks: 
                                 (run.dtype(name), diffs[i].tuned_dtypes)):
                 if dtype is not None and str(dtype).removeprefix("torch.") not in seen:
                     seen.append(str(dtype).removeprefix("torch."))
+            w0 = base.tensor(name, rb)
             delta = run.tensor(name, rt)
-            delta.sub_(base.tensor(name, rb))  # in place: one tensor pair in memory at a time
+            delta.sub_(w0)  # in place: one tensor pair in memory at a time
             td = TensorDiff(name=name, shape=tuple(delta.shape), numel=delta.numel(), changed={})
             if ranks and delta.ndim == 2 and min(delta.shape) > 0:  # no SVD for an untouched matrix
                 td.rank, td.rank_rel, td.effective_rank = _rank_stats(delta) if delta.any() else (0, 0, 0.0)
             mag = delta.abs_()
             td.changed = {t: int((mag > t).sum()) for t in tols}
+            first = mag > tols[0]
+            td.abs_base_sum, td.abs_base_changed_sum = _abs_sums(w0, first)
             diffs[i].tensors.append(td)
             if counts:
-                masks[i] = mag > otol
-            del delta, mag
+                masks[i] = first if otol == tols[0] else mag > otol
+            del w0, delta, mag, first
         for (i, j), c in counts.items():
             if i in masks and j in masks:
                 c[0] += masks[i].numel()

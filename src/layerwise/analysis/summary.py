@@ -102,7 +102,7 @@ def tensor_rows(diff: CheckpointDiff) -> list[dict]:
         for tol in diff.tols:
             row[f"sparsity@{tol:g}"] = t.sparsity(tol)
         row.update(rank=t.rank, rank_fraction=t.rank_fraction, rank_rel=t.rank_rel,
-                   effective_rank=t.effective_rank)
+                   effective_rank=t.effective_rank, magnitude_ratio=t.magnitude_ratio)
         rows.append(row)
     return rows
 

@@ -11,6 +11,8 @@ from layerwise.errors import LayerwiseError
 from layerwise.fileio import atomic_write_text, read_json
 
 NAME = "compare"
+# below this, the changed entries are much smaller than typical ones: a low-precision fingerprint
+LOW_MAGNITUDE_RATIO = 0.2
 HELP = "update sparsity, rank and overlap between a base checkpoint and tuned ones (fp32, streamed)"
 
 
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                "base_rounded_to": diff.base_rounded_to, "tuned_rounded_to": diff.tuned_rounded_to,
                "global_sparsity": {f"{t:g}": diff.sparsity(t) for t in tols}, "missing": diff.missing,
                "mean_rank_fraction_of_updated_matrices": sum(ranks) / len(ranks) if ranks else None,
+               "magnitude_ratio": diff.magnitude_ratio,
                "selection_check": check, "blocks": blocks, "modules": group_rows(diff, groups, "module"),
                "tensors": tensor_rows(diff)}
         doc["runs"].append(run)
@@ -140,6 +143,10 @@ def _run_lines(label: str, run: dict, diff, tols) -> list[str]:
     lines = [f"{label}: update sparsity {sp}"
              + (f"; mean update rank {rank:.3f} of full" if rank is not None else "")
              + _rounding_note(diff)]
+    ratio = run["magnitude_ratio"]
+    if ratio is not None and ratio < LOW_MAGNITUDE_RATIO:
+        lines.append(f"  changed entries sit near zero: their mean |θ0| is {ratio:.3f}x their tensors' mean, "
+                     "what rounding to a low precision leaves; check the training dtype")
     for side, names in diff.missing.items():
         if names:
             lines.append(f"  missing in {side}: {', '.join(names[:5])}"

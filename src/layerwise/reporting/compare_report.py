@@ -155,9 +155,11 @@ def compare_html(doc: dict, plots: dict[str, Path], path: str | Path) -> Path:
                               ["differences", doc["precision"]], ["rounding", doc["rounding"]]]),
              "<h2>Runs</h2>",
              f'<p class="help">Update sparsity = share of entries with |Δ| ≤ tol (PAPERS.md §3). '
-             f"Rank = rank(Δ) / min(shape) per 2-D matrix, mean over the matrices that changed.</p>"]
+             f"Rank = rank(Δ) / min(shape) per 2-D matrix, mean over the matrices that changed. "
+             f"Mean |θ0| changed / all: about 1 when updates land anywhere, far below 1 when only "
+             f"entries near zero changed, which is what rounding to bf16/fp16 leaves.</p>"]
     header = ["run", "checkpoint", "stored as", "base rounded to"] + [f"sparsity @ {t:g}" for t in tols] \
-        + ["mean update rank", "selection check"]
+        + ["mean update rank", "mean |θ0| changed / all", "selection check"]
     rows = []
     for run in doc["runs"]:
         check = run.get("selection_check")
@@ -168,7 +170,7 @@ def compare_html(doc: dict, plots: dict[str, Path], path: str | Path) -> Path:
         rows.append([run["label"], run["tuned"], ", ".join(run["tuned_dtypes"]),
                      ", ".join(run["base_rounded_to"]) or "—"]
                     + [run["global_sparsity"][f"{t:g}"] for t in tols]
-                    + [run["mean_rank_fraction_of_updated_matrices"], verdict])
+                    + [run["mean_rank_fraction_of_updated_matrices"], run.get("magnitude_ratio"), verdict])
     parts.append(table(header, rows))
     for run in doc["runs"]:
         missing = {k: v for k, v in run["missing"].items() if v}
