@@ -154,3 +154,32 @@ def test_magnitude_ratio_flags_updates_that_only_land_near_zero(tmp_path, capsys
                        str(tmp_path / "anywhere"), "--no-rank")
     assert code == 0 and out.count("changed entries sit near zero") == 1
     assert diff_checkpoints(tmp_path / "base", tmp_path / "base").magnitude_ratio is None
+
+
+def test_checkpoint_reads_exactly_what_safetensors_reads(tmp_path, pair):
+    from safetensors.torch import load_file, save_file
+
+    from layerwise.analysis.checkpoints import Checkpoint
+
+    tensors = {"a": torch.randn(3, 5).to(torch.bfloat16), "b": torch.randn(7, dtype=torch.float16),
+               "c": torch.arange(6, dtype=torch.int64).reshape(2, 3), "scalar": torch.tensor(2.5),
+               "empty": torch.zeros(0, 4), "mask": torch.tensor([True, False, True])}
+    save_file(tensors, tmp_path / "mixed.safetensors")
+    ck = Checkpoint(tmp_path / "mixed.safetensors")
+    for name, t in load_file(tmp_path / "mixed.safetensors").items():
+        assert ck.raw(name).dtype == t.dtype and torch.equal(ck.raw(name), t), name
+        assert ck.shape(name) == tuple(t.shape)
+    assert ck.tensor("a").dtype == torch.float32
+    sharded = Checkpoint(pair / "tuned")  # several shards + an index
+    merged = {}
+    for f in sorted((pair / "tuned").glob("*.safetensors")):
+        merged.update(load_file(f))
+    assert len(sharded.names) == len(merged) > 1
+    assert all(torch.equal(sharded.raw(n), merged[n]) for n in sharded.names)
+    data = (tmp_path / "mixed.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-8])
+    with pytest.raises(LayerwiseError, match="cut.safetensors is not a readable safetensors file: tensor .* outside"):
+        Checkpoint(tmp_path / "cut.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(LayerwiseError, match="junk.safetensors is not a readable safetensors file: header length"):
+        Checkpoint(tmp_path / "junk.safetensors")

@@ -1,10 +1,12 @@
 """Lazy, tensor-by-tensor access to HF safetensors checkpoints (single file or sharded).
 
-Comparing checkpoints must not load whole models: `Checkpoint` opens each shard with
-`safetensors.safe_open` and reads one tensor at a time, so peak memory stays near the largest
-tensor, not the model. Each read opens the shard and closes it again: a mapping kept open would
-leave every page read so far counted in the process's resident memory. Only safetensors are read
-(nothing is ever unpickled).
+Comparing checkpoints must not load whole models: `Checkpoint` reads one tensor at a time, so peak
+memory stays near the largest tensor, not the model. The header of each shard is parsed once
+(names, dtypes, shapes, byte offsets, as the safetensors format specifies); a tensor is then read
+with one plain `readinto` into a fresh buffer. Memory-mapping the shard (what `safe_open` does)
+would count the file pages of every tensor being read as resident memory on top of the copy, and
+an in-place update of a mapped tensor copies it once more. Only safetensors are read (nothing is
+ever unpickled).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from layerwise.errors import LayerwiseError
 
@@ -49,66 +50,92 @@ def resolve_checkpoint(spec: str | Path) -> Path:
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
            "U8": torch.uint8, "BOOL": torch.bool}
+MAX_HEADER = 100 * 2**20
+
+
+def read_header(file: Path) -> dict[str, tuple[tuple[int, ...], str, int, int]]:
+    """{name: (shape, dtype code, absolute byte offset, byte length)} of a safetensors file."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= min(MAX_HEADER, size - 8):
+                raise ValueError(f"header length {n} does not fit a {size}-byte file")
+            header = json.loads(f.read(n))
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            shape = tuple(int(d) for d in info["shape"])
+            if not 0 <= begin <= end or 8 + n + end > size:
+                raise ValueError(f"tensor {name} lies outside the file")
+            out[name] = (shape, str(info["dtype"]), 8 + n + begin, end - begin)
+        return out
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LayerwiseError(f"{file} is not a readable safetensors file: {exc}") from exc
 
 
 class Checkpoint:
     def __init__(self, path: str | Path):
         self.path = resolve_checkpoint(path)
         if self.path.is_file() and self.path.suffix == ".safetensors":
-            self._where = {n: self.path for n in self._names(self.path)}
+            files = [self.path]
         elif self.path.is_dir():
             index = self.path / INDEX
             if index.is_file():
                 try:
                     weight_map = json.loads(index.read_text())["weight_map"]
-                except (json.JSONDecodeError, KeyError) as exc:
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise LayerwiseError(f"{index} is not a safetensors index: {exc}") from exc
-                self._where = {n: self.path / f for n, f in weight_map.items()}
+                files = sorted({self.path / f for f in weight_map.values()})
             else:
-                shards = sorted(self.path.glob("*.safetensors"))
-                if not shards:
+                files = sorted(self.path.glob("*.safetensors"))
+                if not files:
                     raise LayerwiseError(f"{self.path} holds no .safetensors weights")
-                self._where = {n: s for s in shards for n in self._names(s)}
         else:
             raise LayerwiseError(f"checkpoint {self.path} does not exist (expected an HF "
                                  "checkpoint directory or a .safetensors file)")
-        self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
-
-    @staticmethod
-    def _names(file: Path) -> list[str]:
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                return list(f.keys())
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise LayerwiseError(f"{file} is not a readable safetensors file: {exc}") from exc
+        self._meta: dict[str, tuple[tuple[int, ...], str, int, int]] = {}
+        self._where: dict[str, Path] = {}
+        for file in files:
+            for name, info in read_header(file).items():
+                self._meta[name] = info
+                self._where[name] = file
 
     @property
     def names(self) -> list[str]:
         return sorted(self._where)
 
-    def _info(self, name: str) -> tuple[tuple[int, ...], str]:
-        if name not in self._meta:  # shapes and dtypes of the whole shard, from its header
-            with safe_open(str(self._where[name]), framework="pt") as f:
-                for key in f.keys():
-                    sl = f.get_slice(key)
-                    self._meta[key] = (tuple(sl.get_shape()), sl.get_dtype())
-        return self._meta[name]
-
     def shape(self, name: str) -> tuple[int, ...]:
-        return self._info(name)[0]
+        return self._meta[name][0]
 
     def dtype(self, name: str) -> torch.dtype:
         """The dtype the tensor is stored in."""
-        code = self._info(name)[1]
+        code = self._meta[name][1]
         if code not in _DTYPES:
             raise LayerwiseError(f"{self._where[name]}: tensor {name} has unsupported dtype {code}")
         return _DTYPES[code]
 
+    def raw(self, name: str) -> torch.Tensor:
+        """One tensor as stored, read into a fresh buffer (no mapping of the file)."""
+        shape, _, offset, nbytes = self._meta[name]
+        t = torch.empty(shape, dtype=self.dtype(name))
+        if t.numel() * t.element_size() != nbytes:
+            raise LayerwiseError(f"{self._where[name]}: tensor {name} has {nbytes} bytes for shape "
+                                 f"{list(shape)} of {self._meta[name][1]}")
+        if nbytes:
+            buffer = t.reshape(-1).view(torch.uint8).numpy()
+            with open(self._where[name], "rb") as f:
+                f.seek(offset)
+                if f.readinto(buffer) != nbytes:
+                    raise LayerwiseError(f"{self._where[name]}: tensor {name} is truncated")
+        return t
+
     def tensor(self, name: str, round_to: torch.dtype | None = None) -> torch.Tensor:
         """One tensor as float32 (differences are never taken in bf16), optionally first rounded
         to `round_to` (round-to-nearest-even, as `.to(dtype)` does when a run starts)."""
-        with safe_open(str(self._where[name]), framework="pt") as f:
-            t = f.get_tensor(name)
+        t = self.raw(name)
         if round_to is not None and t.dtype != round_to and t.is_floating_point():
             t = t.to(round_to)
         return t.to(torch.float32)

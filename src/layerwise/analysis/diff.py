@@ -219,8 +219,8 @@ def compare_many(base: str | Checkpoint, tuned: list, tols=DEFAULT_TOLS, ranks: 
             if ranks and delta.ndim == 2 and min(delta.shape) > 0:  # no SVD for an untouched matrix
                 td.rank, td.rank_rel, td.effective_rank = _rank_stats(delta) if delta.any() else (0, 0, 0.0)
             mag = delta.abs_()
-            td.changed = {t: int((mag > t).sum()) for t in tols}
-            first = mag > tols[0]
+            first = mag > tols[0]  # count_nonzero, not .sum(): a bool sum makes an int64 copy
+            td.changed = {t: int(torch.count_nonzero(first if t == tols[0] else mag > t)) for t in tols}
             td.abs_base_sum, td.abs_base_changed_sum = _abs_sums(w0, first)
             diffs[i].tensors.append(td)
             if counts:
@@ -229,9 +229,9 @@ def compare_many(base: str | Checkpoint, tuned: list, tols=DEFAULT_TOLS, ranks: 
         for (i, j), c in counts.items():
             if i in masks and j in masks:
                 c[0] += masks[i].numel()
-                c[1] += int(masks[i].sum())
-                c[2] += int(masks[j].sum())
-                c[3] += int((masks[i] & masks[j]).sum())
+                c[1] += int(torch.count_nonzero(masks[i]))
+                c[2] += int(torch.count_nonzero(masks[j]))
+                c[3] += int(torch.count_nonzero(masks[i] & masks[j]))
     return Comparison(diffs=diffs, overlaps={k: _overlap_stats(otol, *c) for k, c in counts.items()},
                       overlap_tol=otol)
 

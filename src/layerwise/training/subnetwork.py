@@ -49,7 +49,7 @@ class SubnetworkMask(TrainerCallback):
     @property
     def kept_share(self) -> float:
         total = sum(m.numel() for _, m, _ in self.items)
-        return sum(int(m.sum()) for _, m, _ in self.items) / total if total else 0.0
+        return sum(int(torch.count_nonzero(m)) for _, m, _ in self.items) / total if total else 0.0
 
     def on_optimizer_step(self, args, state, control, **kw):
         with torch.no_grad():
@@ -84,12 +84,12 @@ def closeness(model: torch.nn.Module, spec: str, masks: dict[str, torch.Tensor],
             d = (p.detach().float().cpu() - tuned.tensor(name)).abs_()
             n += d.numel()
             for t in tols:
-                same[t] += int((d <= t).sum())
+                same[t] += int(torch.count_nonzero(d <= t))
             if name in masks:
                 dm = d[masks[name].cpu()]
                 n_mask += dm.numel()
                 for t in tols:
-                    same_mask[t] += int((dm <= t).sum())
+                    same_mask[t] += int(torch.count_nonzero(dm <= t))
     metrics = tuned.path.parent / "metrics.json"  # a `layerwise train` run: RUN/model + RUN/metrics.json
     ref = read_json(metrics) if tuned.path.name in ("model", "merged") and metrics.is_file() else {}
     return {"reference": str(tuned.path), "entries": n, "mask_entries": n_mask,
