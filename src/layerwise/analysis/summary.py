@@ -38,9 +38,11 @@ def meta_layers(checkpoint_dir: str | Path):
         return None
 
 
-def block_index_map(checkpoint_dir: str | Path) -> dict[str, tuple[str, str]]:
-    """name -> (group, module type): group "block N" / "embed" / "norm" / "head"; {} if unknown."""
-    layers = meta_layers(checkpoint_dir)
+def block_index_map(checkpoint_dir_or_layers) -> dict[str, tuple[str, str]]:
+    """name -> (group, module type): group "block N" / "embed" / "norm" / "head"; {} if unknown.
+    Takes a checkpoint directory or the LayerMap `meta_layers` already built for it."""
+    layers = (meta_layers(checkpoint_dir_or_layers)
+              if isinstance(checkpoint_dir_or_layers, (str, Path)) else checkpoint_dir_or_layers)
     if layers is None:
         return {}
     out = {}

@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     comparison = compare_many(args.base, args.tuned, tols, ranks=not args.no_rank,
                               rounding=args.rounding)
     tols = comparison.diffs[0].tols
-    groups = block_index_map(args.base)
-    layers = meta_layers(args.base)
+    layers = meta_layers(args.base)  # one meta-device model for grouping and selection checks
+    groups = block_index_map(layers)
     if args.expect_layers and layers is None:
         raise LayerwiseError(f"--expect-layers: cannot find the blocks of {args.base} (no config.json "
                              "or an unknown architecture)")
