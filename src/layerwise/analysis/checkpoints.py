@@ -135,11 +135,7 @@ class Checkpoint:
     def tensor(self, name: str, round_to: torch.dtype | None = None) -> torch.Tensor:
         """One tensor as float32 (differences are never taken in bf16), optionally first rounded
         to `round_to` (round-to-nearest-even, as `.to(dtype)` does when a run starts)."""
-        return as_fp32(self.raw(name), round_to)
-
-
-def as_fp32(t: torch.Tensor, round_to: torch.dtype | None = None) -> torch.Tensor:
-    """`t` as float32, first rounded to `round_to` if given; no copy when `t` is float32 already."""
-    if round_to is not None and t.dtype != round_to and t.is_floating_point():
-        t = t.to(round_to)
-    return t.to(torch.float32)
+        t = self.raw(name)
+        if round_to is not None and t.dtype != round_to and t.is_floating_point():
+            t = t.to(round_to)
+        return t.to(torch.float32)
