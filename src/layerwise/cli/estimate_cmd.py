@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         Timer, agreement, delta_estimates, gradient_estimates, metric_estimates)
     from layerwise.sweeps.store import open_store
     from layerwise.tasks.registry import get_task
+    from layerwise.training.result import read_run
 
     sweep_dir = Path(args.sweep)
     column = load_sweep(sweep_dir)
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not column.per_block:
         raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with")
     with open_store(sweep_dir) as store:
-        sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds", 0.0) for r in store.runs())
+        sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in store.runs())
     estimates: dict[str, list] = {}
     seconds: dict[str, float] = {}
     if args.diagnostics:
@@ -59,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
         if not (full_dir / "model").is_dir():
             raise LayerwiseError(f"no full-run checkpoint at {full_dir}/model (pass --full-run, or "
                                  "--no-delta)")
-        full_metrics = read_json(full_dir / "metrics.json")
+        full_run = read_run(full_dir)
         with Timer() as t:
             tuned = load_model(str(full_dir / "model")).model
             estimates["delta"] = delta_estimates(base.model, tuned, base.tokenizer, task, eval_n,
-                                                 doc["base_score"], full_metrics["final"]["accuracy"])
-        seconds["delta"] = t.seconds + float(full_metrics.get("wall_seconds") or 0.0)
+                                                 doc["base_score"], full_run.final.score)
+        seconds["delta"] = t.seconds + float(full_run.wall_seconds or 0.0)
     if not args.no_gradient:
         with Timer() as t:
             estimates["gradient"] = gradient_estimates(

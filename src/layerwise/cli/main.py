@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
         module.add_arguments(p)
-        p.set_defaults(run=module.run)
+        p.set_defaults(run=module.run, _parser=p)
     return parser
 
 
@@ -117,6 +117,22 @@ def _join_selection_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                      argv: list[str]) -> argparse.Namespace:
+    """Parse again with the YAML file's values as defaults, so that typed flags override them."""
+    from layerwise.cli.args import defaults_from_document
+    from layerwise.training.run_dir import read_config_file
+
+    sub = args._parser
+    doc = read_config_file(args.config)
+    sub.set_defaults(**defaults_from_document(sub, doc, f"--config {args.config}",
+                                              ignore=("config", "resume")))
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # a value from the file that argparse refuses
+        raise LayerwiseError(f"--config {args.config}: a value is not valid here") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = _join_selection_values(list(sys.argv[1:] if argv is None else argv))
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     _configure_logging(args.quiet)
     try:
+        if getattr(args, "config", None):
+            args = _with_config_file(parser, args, argv)
         return int(args.run(args) or 0)
     except LayerwiseError as exc:
         print(f"layerwise: error: {exc}", file=sys.stderr)

@@ -1,46 +1,48 @@
-"""`layerwise sweep`: layer contribution C(k) over many selections, resumable, local or on Ray."""
+"""`layerwise sweep`: layer contribution C(k) over many selections, resumable, local or on Ray.
+
+The training flags are the same declarations as `layerwise train`'s (training/config.py), minus
+what a sweep decides itself (what trains, the seed, the output directory of each run).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from dataclasses import fields
 
+from layerwise.cli.args import add_config_arguments, config_values
 from layerwise.cli.main import add_model_args
-from layerwise.cli.train_cmd import add_task_args
 from layerwise.errors import LayerwiseError
-from layerwise.training.config import METHODS
+from layerwise.training.config import TrainConfig
 
 NAME = "sweep"
 HELP = "train each selection (e.g. every block) and full, and report the layer contribution C(k)"
+# Stored in every sweep's run ids since the first sweeps: always present, so their ids stay stable.
+LEGACY_TRAIN_KEYS = ("steps", "lr", "batch_size", "num_generations", "n_train", "eval_n",
+                     "max_completion_length", "temperature")
+SPEC_FIELDS = ("task", "task_options", "method")  # SweepSpec's own fields, not per-run training
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="read flags from a YAML file (keys: long flag names); flags given here win")
     add_model_args(p)
-    add_task_args(p)
-    p.add_argument("--method", default="sft", choices=METHODS)
     p.add_argument("--layers", default="each", metavar="ITEMS",
                    help="';'-separated: each, window:K, mid:K, top:K@FILE, boost:SPEC=X, or any "
-                        "selection spec (default: each block)")
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
-    t = p.add_argument_group("training (every run)")
-    t.add_argument("--steps", type=int, default=50)
-    t.add_argument("--lr", type=float, default=None, help="learning rate of the selection runs")
-    t.add_argument("--full-lr", type=float, default=None,
+                        "selection spec (default: %(default)s, every block)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: %(default)s)")
+    p.add_argument("--full-lr", type=float, default=None,
                    help="learning rate of the full run (default: --lr)")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--num-generations", type=int, default=8)
-    t.add_argument("--max-completion-length", type=int, default=None)
-    t.add_argument("--temperature", type=float, default=1.0)
-    t.add_argument("--n-train", type=int, default=1000)
-    t.add_argument("--eval-n", type=int, default=100)
+    add_config_arguments(p, (TrainConfig,), sweep=True)
     r = p.add_argument_group("execution")
-    r.add_argument("--out", required=True, metavar="DIR", help="store, contribution.*, report.html")
-    r.add_argument("--workers", type=int, default=1, help="local worker processes")
-    r.add_argument("--backend", choices=("local", "ray"), default="local")
+    r.add_argument("--out", required=False, default=None, metavar="DIR",
+                   help="store, contribution.*, report.html (required)")
+    r.add_argument("--workers", type=int, default=1, help="local worker processes (default: %(default)s)")
+    r.add_argument("--backend", choices=("local", "ray"), default="local", help="(default: %(default)s)")
     r.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or auto)")
-    r.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per run on Ray")
-    r.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per run on Ray")
+    r.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per run on Ray (default: %(default)s)")
+    r.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per run on Ray (default: %(default)s)")
     r.add_argument("--no-keep-full", action="store_true",
                    help="do not keep the full runs' checkpoints (full-seedS/; the delta estimator "
                         "of `layerwise estimate` needs one)")
@@ -50,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _seeds(text: str) -> tuple[int, ...]:
     try:
-        seeds = tuple(dict.fromkeys(int(s) for s in text.split(",") if s.strip()))
+        seeds = tuple(dict.fromkeys(int(s) for s in str(text).split(",") if s.strip()))
     except ValueError:
         raise LayerwiseError(f"--seeds {text!r}: expected comma-separated integers") from None
     if not seeds:
@@ -58,19 +60,30 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def train_options(values: dict) -> dict:
+    """The per-run training options of a sweep: the legacy keys always, others when not default."""
+    defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+                for f in fields(TrainConfig)}
+    out = {k: values[k] for k in LEGACY_TRAIN_KEYS}
+    for key, value in values.items():
+        if key not in out and key not in SPEC_FIELDS and value != defaults.get(key):
+            out[key] = value
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from layerwise.sweeps.outputs import write_sweep_outputs
     from layerwise.sweeps.runner import run_sweep
     from layerwise.sweeps.spec import SweepSpec
-    from layerwise.tasks.registry import parse_task_options
 
-    train = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-             "num_generations": args.num_generations, "n_train": args.n_train,
-             "eval_n": args.eval_n, "max_completion_length": args.max_completion_length,
-             "temperature": args.temperature}
-    sweep = SweepSpec(model=args.model, task=args.task, method=args.method, layers=args.layers,
-                      seeds=_seeds(args.seeds), task_options=parse_task_options(args.task_option),
-                      train=train, full_lr=args.full_lr)
+    if not args.out:
+        raise LayerwiseError("--out DIR is required (the sweep's store lives there, so it resumes)")
+    values = config_values(args, TrainConfig)
+    values.pop("progress", None)
+    sweep = SweepSpec(model=args.model, task=values["task"], method=values["method"],
+                      layers=args.layers, seeds=_seeds(args.seeds),
+                      task_options=values["task_options"], train=train_options(values),
+                      full_lr=args.full_lr)
 
     def progress(run, result):
         if not args.quiet:

@@ -1,6 +1,7 @@
 """Comparing training runs: a table with the spread over seeds, and the curves side by side.
 
-Pure functions of the runs' metrics.json files (a plot never recomputes a metric). Runs are
+Pure functions of the runs' typed results (`RunResult`, read from metrics.json; a plot never
+recomputes a metric). Runs are
 grouped by (method, what trained); each group reports the mean and sample standard deviation of
 base and final accuracy, the gain, forgetting, trainable share and step time over its seeds.
 """
@@ -13,28 +14,29 @@ from collections import defaultdict
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import read_json, save_figure
+from layerwise.fileio import save_figure
+from layerwise.training.result import RunResult, read_run, stale_message
 
 
-def load_runs(paths: list[str | Path]) -> list[dict]:
+def load_runs(paths: list[str | Path]) -> list[RunResult]:
     runs = []
     for p in paths:
         path = Path(p)
-        path = path / "metrics.json" if path.is_dir() else path
-        if not path.is_file():
-            raise LayerwiseError(f"{path} does not exist (expected a run directory or metrics.json)")
-        run = read_json(path)
-        if run.get("status") == "running" or "final" not in run:
-            raise LayerwiseError(f"{path}: the run did not finish (status {run.get('status')!r})")
-        run["_path"] = str(path.parent)
+        run = read_run(path)
+        run_dir = path if path.is_dir() else path.parent
+        stale = stale_message(run_dir, run)
+        if stale:
+            raise LayerwiseError(stale)
+        if run.status not in ("completed", "failed") or run.final.score is None:
+            raise LayerwiseError(f"{path}: the run did not finish (status {run.status!r})")
         runs.append(run)
     if not runs:
         raise LayerwiseError("no run to report")
     return runs
 
 
-def _label(run: dict) -> str:
-    return f"{run['method']} | {run['trainable']['description']}"
+def _label(run: RunResult) -> str:
+    return f"{run.method} | {run.trainable.description}"
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -44,8 +46,8 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = defaultdict(list)
+def group_runs(runs: list[RunResult]) -> dict[str, list[RunResult]]:
+    groups: dict[str, list[RunResult]] = defaultdict(list)
     for run in runs:
         groups[_label(run)].append(run)
     return dict(groups)
@@ -58,23 +60,23 @@ def runs_table(runs: list[dict]) -> str:
     rows = [head]
     for label, group in group_runs(runs).items():
         first = group[0]
-        base = _mean_sd([r["base"]["accuracy"] for r in group])
-        final = _mean_sd([r["final"]["accuracy"] for r in group])
-        gain = _mean_sd([r["accuracy_gain"] for r in group])
-        ppl = _mean_sd([100 * (r["forgetting"]["relative_change"] or 0) for r in group])
-        step = _mean_sd([r["step_seconds_median"] for r in group])
-        seeds = sorted(r["seed"] for r in group)
-        per_seed = ", ".join(f"{r['final']['accuracy']:.3f}" for r in sorted(group, key=lambda r: r["seed"]))
-        failed = sum(r["status"] != "completed" for r in group)
+        base = _mean_sd([r.base.score for r in group])
+        final = _mean_sd([r.final.score for r in group])
+        gain = _mean_sd([r.score_gain for r in group])
+        ppl = _mean_sd([100 * (r.forgetting.relative_change or 0) for r in group])
+        step = _mean_sd([r.step_seconds_median for r in group])
+        seeds = sorted(r.seed for r in group)
+        per_seed = ", ".join(f"{r.final.score:.3f}" for r in sorted(group, key=lambda r: r.seed))
+        failed = sum(r.status != "completed" for r in group)
         rows.append(
-            f"| {first['method']} | {first['trainable']['description']} | "
-            f"{100 * first['trainable']['share']:.2f}% | {len(seeds)} | {base[0]:.3f} | "
+            f"| {first.method} | {first.trainable.description} | "
+            f"{100 * first.trainable.share:.2f}% | {len(seeds)} | {base[0]:.3f} | "
             f"{final[0]:.3f} ± {final[1]:.3f} | {gain[0]:+.3f} ± {gain[1]:.3f} | {per_seed} | "
             f"{ppl[0]:+.1f}% ± {ppl[1]:.1f} | {step[0]:.2f} | {failed} |")
     return "\n".join(rows) + "\n"
 
 
-def plot_runs(runs: list[dict], path: str | Path, key_candidates=("reward", "loss")) -> Path:
+def plot_runs(runs: list[RunResult], path: str | Path, key_candidates=("reward", "loss")) -> Path:
     """One panel per method: the mean curve of each trainable set over its seeds (band: min-max)."""
     import matplotlib
 
@@ -83,15 +85,15 @@ def plot_runs(runs: list[dict], path: str | Path, key_candidates=("reward", "los
 
     by_method: dict[str, dict[str, list[dict]]] = defaultdict(dict)
     for label, group in group_runs(runs).items():
-        by_method[group[0]["method"]][label] = group
+        by_method[group[0].method][label] = group
     fig, axes = plt.subplots(1, len(by_method), figsize=(5.5 * len(by_method), 3.6), squeeze=False)
     for ax, (method, groups) in zip(axes[0], sorted(by_method.items())):
         key = next((k for k in key_candidates
-                    if any(k in h for g in groups.values() for r in g for h in r["history"])), None)
+                    if any(k in h for g in groups.values() for r in g for h in r.history)), None)
         for label, group in groups.items():
             curves = []
             for run in group:
-                pts = {h["step"]: h[key] for h in run["history"] if key in h}
+                pts = {h["step"]: h[key] for h in run.history if key in h}
                 curves.append(pts)
             steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
             if not steps:

@@ -2,8 +2,9 @@
 
     C(k) = (S_k - S_base) / (S_full - S_base)
 
-S is the task score (held-out accuracy): of the base model, of full training, and of training
-selection k alone. C is computed per seed, against the full run of the same seed, then averaged;
+S is the task score (held-out accuracy; for the `lm` task the held-out loss, for which the same
+ratio of differences holds): of the base model, of full training, and of training selection k
+alone. C is computed per seed, against the full run of the same seed, then averaged;
 C > 1 means the selection beat full training. When full training did not move the score
 (S_full == S_base) C is undefined for that seed and reported as NaN, never as a made-up number.
 """
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from layerwise.fileio import json_safe
 from layerwise.sweeps.spec import BASE_LABEL, FULL_LABEL
+from layerwise.training.result import RunResult, Scores
 
 
 @dataclass
@@ -50,9 +52,11 @@ def contributions(rows: list[dict]) -> tuple[float, dict[int, float], list[Contr
     base = next((r for r in rows if r["label"] == BASE_LABEL and r["status"] == "completed"), None)
     if base is None:
         raise ValueError("the sweep has no completed base run")
-    s_base = base["metrics"]["accuracy"]
-    full = {r["seed"]: r["metrics"]["final"]["accuracy"] for r in rows
-            if r["label"] == FULL_LABEL and r["status"] == "completed"}
+    s_base = Scores.from_dict(base["metrics"]).score
+    results = {id(r): RunResult.from_dict(r["metrics"]) for r in rows
+               if r["label"] != BASE_LABEL and r["status"] == "completed" and r["metrics"]}
+    full = {r["seed"]: results[id(r)].final.score for r in rows
+            if r["label"] == FULL_LABEL and id(r) in results}
     order: list[str] = []
     by_label: dict[str, list[dict]] = {}
     for r in rows:
@@ -65,24 +69,24 @@ def contributions(rows: list[dict]) -> tuple[float, dict[int, float], list[Contr
     out = []
     for label in order:
         group = sorted(by_label[label], key=lambda r: r["seed"])
-        ok = [r for r in group if r["status"] == "completed"]
+        ok = [r for r in group if id(r) in results]
         per_seed = {}
         for r in ok:
-            s_k, s_full = r["metrics"]["final"]["accuracy"], full.get(r["seed"])
+            s_k, s_full = results[id(r)].final.score, full.get(r["seed"])
             denom = None if s_full is None else s_full - s_base
             per_seed[r["seed"]] = (s_k - s_base) / denom if denom else math.nan
-        score = _mean_sd([r["metrics"]["final"]["accuracy"] for r in ok])
+        score = _mean_sd([results[id(r)].final.score for r in ok])
         c = _mean_sd(list(per_seed.values()))
-        first = ok[0]["metrics"] if ok else None
+        first = results[id(ok[0])] if ok else None
         out.append(Contribution(
             label=label, blocks=list(group[0]["spec"]["blocks"]), seeds=[r["seed"] for r in ok],
             score_mean=score[0], score_sd=score[1], contribution_mean=c[0], contribution_sd=c[1],
             contribution_per_seed=per_seed,
-            trainable_params=first["trainable"]["params"] if first else None,
-            trainable_share=first["trainable"]["share"] if first else None,
-            step_seconds=_mean_sd([r["metrics"]["step_seconds_median"] for r in ok])[0] if ok else None,
-            wall_seconds=_mean_sd([r["metrics"]["wall_seconds"] for r in ok])[0] if ok else None,
-            failed=[f"seed {r['seed']}: {r['error']}" for r in group if r["status"] != "completed"]))
+            trainable_params=first.trainable.params if first else None,
+            trainable_share=first.trainable.share if first else None,
+            step_seconds=_mean_sd([results[id(r)].step_seconds_median for r in ok])[0] if ok else None,
+            wall_seconds=_mean_sd([results[id(r)].wall_seconds for r in ok])[0] if ok else None,
+            failed=[f"seed {r['seed']}: {r['error']}" for r in group if id(r) not in results]))
     return s_base, full, out
 
 

@@ -26,7 +26,7 @@ from layerwise.evaluation.generation import ensure_pad_token, generate_texts
 from layerwise.evaluation.task_eval import evaluate_task
 from layerwise.models.arch import discover_layers
 from layerwise.tasks.base import Task, sft_examples
-from layerwise.training.config import RL_METHODS
+from layerwise.training.methods import get_method
 
 
 def metric_estimates(diagnostics: dict) -> dict[str, list[float | None]]:
@@ -88,7 +88,7 @@ def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int
     ensure_pad_token(tokenizer)
     layers = discover_layers(model)
     torch.manual_seed(seed)
-    if method in RL_METHODS:
+    if get_method(method).is_rl:
         items = task.items("train", n_prompts, seed)
         prompts = [it.prompt for it in items for _ in range(num_generations)]
         completions = generate_texts(model, tokenizer, prompts, max_new_tokens or task.max_new_tokens,

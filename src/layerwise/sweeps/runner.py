@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from layerwise.errors import LayerwiseError
-from layerwise.evaluation.task_eval import TaskEvaluation
 from layerwise.models.arch import discover_layers
 from layerwise.models.loading import LoadedModel, load_model
 from layerwise.sweeps.spec import FULL_LABEL, RunSpec, SweepSpec, plan_runs
@@ -47,13 +46,6 @@ def _pristine(model: str | None, ex: Execution) -> LoadedModel:
     return _MODELS[key]
 
 
-def _base_from_metrics(metrics: dict) -> tuple[TaskEvaluation, float | None]:
-    ev = TaskEvaluation(task=metrics["task"], split="eval", n=metrics["n"], seed=0,
-                        accuracy=metrics["accuracy"], mean_score=metrics["mean_score"],
-                        seconds=metrics.get("seconds", 0.0))
-    return ev, metrics.get("general_perplexity")
-
-
 def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution,
                 save_to: str | None = None) -> dict[str, Any]:
     """Do one run; never raises: a failure comes back as {"status": "failed", "error": ...}.
@@ -61,6 +53,7 @@ def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution,
     `save_to`: a directory for the run's checkpoint and files (the sweep keeps its full runs there,
     for the `delta` estimator); it is not part of the run's identity.
     """
+    from layerwise.training.result import Scores
     from layerwise.training.runner import score_base, train
 
     if ex.threads:
@@ -72,16 +65,17 @@ def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution,
         config = run.config()
         if save_to is not None:
             config.out = save_to
+            config.overwrite = True  # a run that died mid-way in an earlier sitting is redone
         if run.kind == "base":
-            ev, ppl = score_base(config, pristine)
+            scored = score_base(config, pristine)
+            ev = scored.evaluation
             return {"status": "completed", "error": None,
-                    "metrics": {"task": ev.task, "n": ev.n, "accuracy": ev.accuracy,
-                                "mean_score": ev.mean_score, "general_perplexity": ppl,
+                    "metrics": {"task": ev.task, "n": ev.n, **dataclasses.asdict(scored.scores),
                                 "seconds": ev.seconds}}
         loaded = dataclasses.replace(pristine, model=copy.deepcopy(pristine.model))
-        base = _base_from_metrics(base_metrics) if base_metrics else None
-        metrics = train(config, run.model, loaded=loaded, base=base).metrics
-        return {"status": metrics["status"], "error": metrics.get("failure"), "metrics": metrics}
+        base = Scores.from_dict(base_metrics) if base_metrics else None
+        result = train(config, run.model, loaded=loaded, base=base)
+        return {"status": result.status, "error": result.failure, "metrics": result.to_dict()}
     except LayerwiseError as exc:
         return {"status": "failed", "error": str(exc), "metrics": None}
     except Exception as exc:  # noqa: BLE001 - one bad run (OOM, a library error) must not end a sweep

@@ -27,6 +27,14 @@ def peak_memory_mb(device: torch.device | str | None = None) -> float:
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated(dev) / 2**20
+    # VmHWM, not ru_maxrss: Linux carries a parent's RSS into ru_maxrss across fork+exec.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
@@ -38,6 +46,7 @@ class RunRecorder(TrainerCallback):
         self._t0 = None
         self.train_seconds = 0.0
         self._start = None
+        self.first_step_at: float | None = None  # perf_counter() at the end of the first step
 
     def on_train_begin(self, args, state, control, **kw):
         self._start = time.perf_counter()
@@ -47,7 +56,10 @@ class RunRecorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         if self._t0 is not None:
-            self.step_seconds.append(time.perf_counter() - self._t0)
+            now = time.perf_counter()
+            self.step_seconds.append(now - self._t0)
+            if self.first_step_at is None:
+                self.first_step_at = now
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs:

@@ -1,8 +1,12 @@
 """The typed configuration of one training run, validated before anything heavy loads.
 
-Every CLI flag of `layerwise train` maps onto one field here, with its help text, and a bad
-combination (no trainable part, an unknown method, a negative step count...) is a one-line
-`LayerwiseError` raised in `__post_init__`, before a model is loaded.
+Each field is declared once, with its help text and CLI group in the field's metadata; the flags
+of `layerwise train` and `layerwise sweep` are generated from these declarations
+(`layerwise.cli.args`, in the manner of transformers' `HfArgumentParser`), and so are the keys of
+a `--config FILE.yaml`. A bad combination (no trainable part, an unknown method, a negative step
+count...) is a one-line `LayerwiseError` raised in `__post_init__`, before a model is loaded.
+
+`ModelConfig` says which model to load and how; `TrainConfig` says what to do with it.
 """
 
 from __future__ import annotations
@@ -11,72 +15,137 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from layerwise.errors import LayerwiseError
+from layerwise.training.methods import METHODS, get_method
 
-SFT_METHODS = ("sft",)
-GRPO_METHODS = ("grpo", "dr_grpo", "dapo")  # GRPOTrainer loss types
-RL_METHODS = GRPO_METHODS + ("rloo",)
-METHODS = SFT_METHODS + RL_METHODS + ("dpo",)
 LORA_TARGETS = {"attn": "q, k, v, o projections (as in the mid-block paper)",
                 "all": "every linear layer of the block (attention and MLP)"}
 LORA_BUDGETS = ("fixed", "per-layer")
+REPORT_TO = ("tensorboard", "none")
+
+# CLI groups, in the order --help shows them.
+G_TASK, G_WHAT, G_OPT, G_RL, G_EVAL, G_RUN = (
+    "task", "what trains (exactly one of --layers, --full, --lora)", "optimisation",
+    "RL and preference", "evaluation and outputs", "run control")
+
+
+def opt(default=None, help: str = "", group: str = G_OPT, *, factory=None, flag: str | None = None,
+        choices=None, metavar: str | None = None, sweep: bool = True, **extra) -> Any:
+    """A config field with its CLI metadata (`sweep=False`: not a flag of `layerwise sweep`)."""
+    meta = {"help": help, "group": group, "flag": flag, "choices": choices, "metavar": metavar,
+            "sweep": sweep, **extra}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Which model a run loads (shared by every command that loads one)."""
+
+    model: str | None = opt(None, "HF id, local checkpoint dir, .gguf file, tiny:<family>[:SIZES] "
+                            "(e.g. tiny:llama:layers=12,hidden=256,heads=8,ffn=1024), or omit for "
+                            "the embedded model", "model", metavar="M",
+                            none_means="the embedded SmolLM2-135M-Instruct")
+    dtype: str = opt("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16",
+                     "model")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N", "model")
+    trust_remote_code: bool = opt(False, "allow model code from the Hub", "model")
+    tokenizer: str | None = opt(None, "tiny models only: byte, or bpe:N, a byte-level BPE of N "
+                                "tokens trained on --data (saved with the model)", "model",
+                                metavar="T", none_means="byte")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class TrainConfig:
     # what to train on
-    task: str = field(default="arithmetic", metadata={"help": "task name or FILE.py:FACTORY"})
-    task_options: dict[str, Any] = field(default_factory=dict)
-    method: str = field(default="sft", metadata={"help": "one of " + ", ".join(METHODS)})
+    task: str = opt("arithmetic", "arithmetic, gsm8k, code, decision, lm, or FILE.py:FACTORY", G_TASK)
+    task_options: dict[str, Any] = opt(help="task knob KEY=VALUE, repeatable (arithmetic: digits, "
+                                       "ops, steps; gsm8k: train, test; decision: low, high, "
+                                       "max_turns; lm: seq_len)", group=G_TASK, factory=dict,
+                                       flag="task-option", metavar="KEY=VALUE")
+    data: str | None = opt(None, "lm task: the training text (.txt, .jsonl, hf:NAME)", G_TASK,
+                           metavar="D", none_means="WikiText-2 valid from ../shared/data")
+    eval_data: str | None = opt(None, "lm task: the held-out text scored before and after", G_TASK,
+                                metavar="D", none_means="WikiText-2 test from ../shared/data")
+    method: str = opt("sft", "training method", G_TASK, choices=tuple(METHODS))
     # what trains (exactly one of layers / full / lora)
-    layers: str | None = field(default=None, metadata={"help": "selection spec trained in full"})
-    full: bool = False
-    lora: bool = False
-    rank: int = 16
-    lora_alpha: float | None = None  # default: 2 x the rank each module gets
-    lora_layers: str = "all"
-    lora_targets: str = "attn"
-    lora_budget: str = field(default="fixed", metadata={
-        "help": "fixed: the total rank (rank x number of blocks) is shared by the --lora-layers "
-                "blocks (mid-block LoRA); per-layer: each selected block gets --rank"})
-    lr_scale: list[str] = field(default_factory=list)  # ["10-12=2", ...]
+    layers: str | None = opt(None, "train these blocks/parts in full, e.g. 15, mid:2, 20%%-80%%, "
+                             "8-11:mlp (docs/selection.md)", G_WHAT, metavar="SPEC", sweep=False)
+    full: bool = opt(False, "train every parameter", G_WHAT, sweep=False)
+    lora: bool = opt(False, "train PEFT LoRA adapters", G_WHAT, sweep=False)
+    rank: int = opt(16, "LoRA rank per module (with --lora-budget fixed: the rank standard LoRA "
+                    "would give each block)", G_WHAT, sweep=False)
+    lora_alpha: float | None = opt(None, "LoRA alpha", G_WHAT, sweep=False, none_means="2 x rank")
+    lora_layers: str = opt("all", "blocks that get adapters, e.g. 40%%-60%% for the middle depth "
+                           "segment", G_WHAT, metavar="SPEC", sweep=False)
+    lora_targets: str = opt("attn", "attn: q,k,v,o (the mid-block paper); all: every linear layer",
+                            G_WHAT, choices=tuple(LORA_TARGETS), sweep=False)
+    lora_budget: str = opt("fixed", "fixed: total rank = rank x blocks, shared by --lora-layers "
+                           "(mid-block LoRA); per-layer: --rank in each selected block", G_WHAT,
+                           choices=LORA_BUDGETS, sweep=False)
+    lr_scale: list[str] = opt(help="multiply the learning rate of these blocks by X, repeatable "
+                              "(e.g. 12-14=3)", group=G_WHAT, factory=list, metavar="SPEC=X",
+                              sweep=False)
+    mask_from: str | None = opt(None, "subnetwork-only training: only entries where BASE and "
+                                "TUNED differ (|delta| > --mask-tol, fp32) may change; BASE may be "
+                                "'embedded', TUNED a run directory", G_WHAT, metavar="BASE,TUNED",
+                                sweep=False)
+    mask_tol: float = opt(1e-5, "tolerance of --mask-from", G_WHAT, sweep=False)
     # optimisation
-    steps: int = 50
-    lr: float | None = None  # default per method, see default_lr
-    batch_size: int = 8
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    # data
-    n_train: int = 1000
-    max_length: int = 256
+    steps: int = opt(50, "optimizer steps")
+    lr: float | None = opt(None, "learning rate", none_means="per method and mode: SFT 1e-4, "
+                           "others 1e-5; LoRA: SFT 1e-3, others 2e-4")
+    batch_size: int = opt(8, "sequences per step (RL: completions per step, a multiple of "
+                          "--num-generations)")
+    grad_accum: int = opt(1, "gradient accumulation steps")
+    weight_decay: float = opt(0.0, "AdamW weight decay (not on biases and norms)")
+    warmup_ratio: float = opt(0.0, "share of the steps with a linear warm-up")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward (non-reentrant: "
+                                       "works with frozen blocks)")
+    seed: int = opt(0, "training seed (data order, sampling, random init of tiny models)",
+                    sweep=False)
+    n_train: int = opt(1000, "training items drawn from the task (lm: windows)")
+    max_length: int = opt(256, "SFT/DPO/KTO: max tokens per example")
     # RL / preference
-    num_generations: int = 8
-    max_completion_length: int | None = None  # default: the task's max_new_tokens
-    temperature: float = 1.0
-    beta: float = 0.0  # KL coefficient (GRPO/RLOO); DPO uses dpo_beta
-    dpo_beta: float = 0.1
-    dpo_samples: int = 4  # completions sampled per prompt to build preference pairs
-    pairs: str | None = None  # a .jsonl of prompt/chosen/rejected, instead of self-sampled pairs
-    # subnetwork-only training: "BASE,TUNED" checkpoints whose differing entries may train
-    mask_from: str | None = None
-    mask_tol: float = 1e-5
+    num_generations: int = opt(8, "completions per prompt (RL)", G_RL)
+    max_completion_length: int | None = opt(None, "tokens per completion", G_RL,
+                                            none_means="the task's answer budget")
+    temperature: float = opt(1.0, "sampling temperature", G_RL)
+    beta: float = opt(0.0, "KL coefficient of GRPO/RLOO", G_RL)
+    dpo_beta: float = opt(0.1, "beta of DPO and KTO", G_RL)
+    dpo_samples: int = opt(4, "DPO/KTO without --pairs: samples per prompt used to build pairs",
+                           G_RL)
+    pairs: str | None = opt(None, "DPO/KTO preference pairs (fields prompt, chosen, rejected)", G_RL,
+                            metavar="FILE.jsonl", sweep=False)
     # evaluation and outputs
-    eval_n: int = 100
-    eval_batch_size: int = 32
-    general_data: str | None = None
-    general_seqs: int = 4
-    general_seq_len: int = 256
-    out: str | None = None
-    merge: bool = False
-    logging_steps: int = 1
-    progress: bool = True
+    eval_n: int = opt(100, "held-out items scored before and after (lm: windows)", G_EVAL)
+    eval_batch_size: int = opt(32, "batch size of the held-out scoring", G_EVAL)
+    general_data: str | None = opt(None, "text for the forgetting check", G_EVAL, metavar="D",
+                                   none_means="the embedded text")
+    general_seqs: int = opt(4, "windows of the forgetting check", G_EVAL)
+    general_seq_len: int = opt(256, "tokens per window of the forgetting check", G_EVAL)
+    out: str | None = opt(None, "run directory: model/, metrics.json, config.yaml, curves.png, eval "
+                          "records, logs", G_EVAL, metavar="DIR", sweep=False,
+                          none_means="runs/<time>-<method>")
+    merge: bool = opt(False, "LoRA: also save a merged copy (merged/)", G_EVAL, sweep=False)
+    report_to: str = opt("tensorboard", "where the trainer logs: tensorboard (into OUT/tensorboard) "
+                         "or none", G_EVAL, choices=REPORT_TO)
+    logging_steps: int = opt(1, "log every N steps", G_EVAL)
+    # run control
+    save_every: int | None = opt(None, "write a resumable checkpoint (weights, optimizer, "
+                                 "scheduler, RNG, data position) every N steps; an interrupted run "
+                                 "always writes one", G_RUN, metavar="N", sweep=False,
+                                 none_means="only when interrupted")
+    overwrite: bool = opt(False, "replace an earlier run in --out (its files are removed)", G_RUN,
+                          sweep=False)
+    progress: bool = opt(True, "", G_RUN, cli=False)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise LayerwiseError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        method = get_method(self.method)
         chosen = [n for n, on in (("--layers", self.layers is not None), ("--full", self.full),
                                   ("--lora", self.lora)) if on]
         if len(chosen) != 1:
@@ -86,44 +155,70 @@ class TrainConfig:
             raise LayerwiseError(f"--lora-targets {self.lora_targets!r}; valid: {', '.join(LORA_TARGETS)}")
         if self.lora_budget not in LORA_BUDGETS:
             raise LayerwiseError(f"--lora-budget {self.lora_budget!r}; valid: {', '.join(LORA_BUDGETS)}")
+        if self.report_to not in REPORT_TO:
+            raise LayerwiseError(f"--report-to {self.report_to!r}; valid: {', '.join(REPORT_TO)}")
         for name in ("steps", "batch_size", "grad_accum", "rank", "n_train", "max_length",
-                     "num_generations", "eval_n", "dpo_samples", "logging_steps"):
+                     "num_generations", "eval_n", "eval_batch_size", "dpo_samples",
+                     "logging_steps", "general_seqs", "general_seq_len"):
             if getattr(self, name) < 1:
                 raise LayerwiseError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.save_every is not None and self.save_every < 1:
+            raise LayerwiseError(f"--save-every {self.save_every}: must be >= 1")
         if self.lr is not None and not self.lr > 0:
             raise LayerwiseError(f"--lr {self.lr}: must be > 0")
-        if self.method in RL_METHODS:
+        if not 0 <= self.warmup_ratio < 1:
+            raise LayerwiseError(f"--warmup-ratio {self.warmup_ratio}: must be in [0, 1)")
+        if self.group_relative:
             if self.num_generations < 2:
                 raise LayerwiseError("--num-generations must be >= 2: group-relative methods "
                                      "compare completions of the same prompt")
             if self.batch_size % self.num_generations:
                 raise LayerwiseError(f"--batch-size {self.batch_size} must be a multiple of "
                                      f"--num-generations {self.num_generations} (whole groups per step)")
-        if self.method == "dpo" and self.dpo_samples < 2 and not self.pairs:
+        if method.needs_pairs and self.dpo_samples < 2 and not self.pairs:
             raise LayerwiseError("--dpo-samples must be >= 2 to find a correct and an incorrect sample")
-        if self.mask_from and self.lora:
-            raise LayerwiseError("--mask-from masks full-parameter training: use --full or --layers")
+        if self.pairs and not method.needs_pairs:
+            raise LayerwiseError(f"--pairs is for preference methods "
+                                 f"({', '.join(m.name for m in METHODS.values() if m.needs_pairs)})")
+        if self.mask_from is not None:
+            parts = [p.strip() for p in self.mask_from.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise LayerwiseError(f"--mask-from {self.mask_from!r}: expected BASE,TUNED (two "
+                                     "checkpoints separated by a comma)")
+            if self.lora:
+                raise LayerwiseError("--mask-from masks full-parameter training: use --full or --layers")
         if self.mask_tol < 0:
             raise LayerwiseError(f"--mask-tol {self.mask_tol}: must be >= 0")
         if self.merge and not self.lora:
             raise LayerwiseError("--merge applies to --lora runs only")
+        if self.task == "lm" and not method.trains_on_text:
+            raise LayerwiseError(f"the lm task trains on text windows: --method "
+                                 f"{' or '.join(m.name for m in METHODS.values() if m.trains_on_text)}"
+                                 f" (got {self.method})")
+        if (self.data or self.eval_data) and self.task != "lm":
+            raise LayerwiseError("--data/--eval-data are the lm task's texts: add --task lm "
+                                 "(other tasks take their files as --task-option)")
 
     @property
     def mode(self) -> str:
         return "lora" if self.lora else "full" if self.full else "layers"
 
+    @property
+    def group_relative(self) -> bool:
+        return get_method(self.method).group_relative
+
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else default_lr(self.method, self.mode)
+        return self.lr if self.lr is not None else get_method(self.method).default_lr(self.mode)
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """The task factory's options, with --data/--eval-data for the lm task."""
+        kw = dict(self.task_options)
+        if self.task == "lm":
+            if self.data:
+                kw.setdefault("train", self.data)
+            if self.eval_data:
+                kw.setdefault("eval", self.eval_data)
+        return kw
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def default_lr(method: str, mode: str) -> float:
-    """Learning rates that work for ~100M-1B models in a few hundred steps on these tasks.
-
-    LoRA adapters start at zero and need a larger rate; RL moves the policy more gently than SFT.
-    """
-    if mode == "lora":
-        return 1e-3 if method == "sft" else 2e-4
-    return 1e-4 if method == "sft" else 1e-5

@@ -1,30 +1,53 @@
-"""One TRL trainer per method, configured by TRL's own config dataclasses.
+"""The table of training methods: one entry per method, one small builder per TRL trainer.
 
-- `sft`: `SFTTrainer` on prompt/completion pairs (loss on the completion only).
-- `grpo`, `dr_grpo`, `dapo`: `GRPOTrainer` with that `loss_type` (Dr. GRPO also turns off the
-  per-group std scaling, as its paper recommends); `rloo`: `RLOOTrainer`. The reward is the
-  task's own score. Multi-turn tasks bring their own `rollout_func` (TRL's public hook).
-- `dpo`: `DPOTrainer` on preference pairs: a user's `--pairs` file, or pairs built from the
-  model's own samples (see preference.py).
+| method | TRL trainer | data |
+|---|---|---|
+| `sft` | `SFTTrainer` | prompt/completion pairs (loss on the completion); `lm`: text windows |
+| `grpo`, `dr_grpo`, `dapo` | `GRPOTrainer` with that `loss_type` | the task's prompts and reward |
+| `rloo` | `RLOOTrainer` | the task's prompts and reward |
+| `dpo` | `DPOTrainer` | preference pairs (`--pairs`, or the model's own samples) |
+| `kto` | `KTOTrainer` | the same pairs, unpaired: chosen = desirable, rejected = undesirable |
 
-The model arrives already frozen (or LoRA-wrapped) and the optimizer already built over its
-trainable parameters, so no trainer internals are touched.
+Adding a TRL method is one `Method` entry: its builder gets the already frozen (or LoRA-wrapped)
+model and an optimizer over its trainable parameters, and returns the trainer. No trainer is
+subclassed and no trainer internals are touched. Everything else (config validation, the CLI
+choices, the recipe, sweeps) reads the entry's attributes, never the method's name.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from datasets import Dataset
 
 from layerwise.errors import LayerwiseError
 from layerwise.tasks.base import Task, reward_function, sft_examples
-from layerwise.training.config import GRPO_METHODS, TrainConfig
+
+if TYPE_CHECKING:
+    from layerwise.training.config import TrainConfig
 
 
-def common_args(config: TrainConfig, output_dir: str, report_to: list[str],
+@dataclass(frozen=True)
+class Method:
+    name: str
+    trainer: str  # the TRL class
+    build: Callable[..., Any]  # (model, tokenizer, task, config, args, callbacks, optimizer, pairs)
+    description: str
+    is_rl: bool = False  # samples completions and scores them with the task's reward
+    group_relative: bool = False  # a batch is whole groups of --num-generations completions
+    needs_pairs: bool = False  # preference data: --pairs, or pairs from the model's own samples
+    trains_on_text: bool = False  # can train the `lm` task on plain text windows
+    multi_turn: bool = False  # takes a task's `rollout_func` (multi-turn episodes)
+    lr_full: float = 1e-5  # default learning rate, full-parameter or block training
+    lr_lora: float = 2e-4  # default learning rate, LoRA adapters (they start at zero)
+
+    def default_lr(self, mode: str) -> float:
+        return self.lr_lora if mode == "lora" else self.lr_full
+
+
+def common_args(config: "TrainConfig", output_dir: str, report_to: list[str],
                 device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """TrainingArguments shared by every method."""
     return dict(
@@ -40,7 +63,10 @@ def common_args(config: TrainConfig, output_dir: str, report_to: list[str],
         logging_steps=config.logging_steps,
         # Trainer would replace a NaN/inf loss by the running mean in its logs: we must see it.
         logging_nan_inf_filter=False,
-        save_strategy="no",
+        # Checkpoints are written every --save-every steps (and on interruption, by our callback).
+        save_strategy="steps" if config.save_every else "no",
+        save_steps=config.save_every or 500,
+        save_total_limit=2,  # the newest and the one before, in case the newest is incomplete
         report_to=report_to,
         seed=config.seed,
         data_seed=config.seed,
@@ -52,80 +78,139 @@ def common_args(config: TrainConfig, output_dir: str, report_to: list[str],
         gradient_checkpointing_kwargs={"use_reentrant": False},  # used when TRL re-enables it
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Frozen blocks get no gradient: DDP must not wait for them.
+        ddp_find_unused_parameters=False,
     )
 
 
-def _rows(task: Task, config: TrainConfig) -> Dataset:
+def _rows(task: Task, config: "TrainConfig"):
+    from datasets import Dataset
+
     items = task.items("train", config.n_train, config.seed)
     if not items:
         raise LayerwiseError(f"task {task.name!r} has no train items")
     return Dataset.from_list([it.to_row() for it in items])
 
 
-def build_sft(model, tokenizer, task, config, args, callbacks, optimizer):
+def build_sft(model, tokenizer, task, config, args, callbacks, optimizer, pairs=None):
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    pairs = sft_examples(task, "train", config.n_train, config.seed)
-    if not pairs:
-        raise LayerwiseError(f"task {task.name!r} has no SFT examples")
-    data = Dataset.from_list([{"prompt": p, "completion": c} for p, c in pairs])
-    sft_args = SFTConfig(**args, max_length=config.max_length, completion_only_loss=True,
-                         packing=False, include_num_input_tokens_seen="non_padding")
+    if getattr(task, "kind", None) == "lm":
+        # Pre-tokenized windows: every token is a target (plain language modelling).
+        data = task.train_dataset(tokenizer, config.n_train, config.seed)
+        extra = {"completion_only_loss": False, "dataset_kwargs": {"skip_prepare_dataset": True}}
+    else:
+        examples = sft_examples(task, "train", config.n_train, config.seed)
+        if not examples:
+            raise LayerwiseError(f"task {task.name!r} has no SFT examples")
+        data = Dataset.from_list([{"prompt": p, "completion": c} for p, c in examples])
+        extra = {"completion_only_loss": True}
+    sft_args = SFTConfig(**args, max_length=config.max_length, packing=False,
+                         include_num_input_tokens_seen="non_padding", **extra)
     return SFTTrainer(model=model, args=sft_args, train_dataset=data, processing_class=tokenizer,
                       callbacks=callbacks, optimizers=(optimizer, None))
 
 
-def _rl_common(config: TrainConfig, task: Task) -> dict[str, Any]:
+def _rl_common(config: "TrainConfig", task: Task) -> dict[str, Any]:
     return dict(num_generations=config.num_generations,
                 max_completion_length=config.max_completion_length or task.max_new_tokens,
                 temperature=config.temperature, beta=config.beta)
 
 
-def _reward_and_rollout(task: Task, tokenizer) -> tuple[Any, dict[str, Any]]:
-    reward = task.make_reward() if hasattr(task, "make_reward") else reward_function(task)
+def _reward(task: Task):
+    return task.make_reward() if hasattr(task, "make_reward") else reward_function(task)
+
+
+def build_grpo(model, tokenizer, task, config, args, callbacks, optimizer, pairs=None):
+    from trl import GRPOConfig, GRPOTrainer
+
     extra = {}
     if hasattr(task, "make_rollout_func"):
         extra["rollout_func"] = task.make_rollout_func(tokenizer)
-    return reward, extra
-
-
-def build_grpo(model, tokenizer, task, config, args, callbacks, optimizer):
-    from trl import GRPOConfig, GRPOTrainer
-
-    reward, extra = _reward_and_rollout(task, tokenizer)
     grpo_args = GRPOConfig(**args, **_rl_common(config, task), loss_type=config.method,
                            scale_rewards="none" if config.method == "dr_grpo" else "group")
-    return GRPOTrainer(model=model, reward_funcs=reward, args=grpo_args,
+    return GRPOTrainer(model=model, reward_funcs=_reward(task), args=grpo_args,
                        train_dataset=_rows(task, config), processing_class=tokenizer,
                        callbacks=callbacks, optimizers=(optimizer, None), **extra)
 
 
-def build_rloo(model, tokenizer, task, config, args, callbacks, optimizer):
+def build_rloo(model, tokenizer, task, config, args, callbacks, optimizer, pairs=None):
     from trl import RLOOConfig, RLOOTrainer
 
     if hasattr(task, "make_rollout_func"):
+        multi = ", ".join(m.name for m in METHODS.values() if m.multi_turn)
         raise LayerwiseError(f"task {task.name!r} is multi-turn; RLOOTrainer has no rollout hook: "
-                             f"use --method {', '.join(GRPO_METHODS)}")
-    reward = task.make_reward() if hasattr(task, "make_reward") else reward_function(task)
+                             f"use --method {multi}")
     rloo_args = RLOOConfig(**args, **_rl_common(config, task))
-    return RLOOTrainer(model=model, reward_funcs=reward, args=rloo_args,
+    return RLOOTrainer(model=model, reward_funcs=_reward(task), args=rloo_args,
                        train_dataset=_rows(task, config), processing_class=tokenizer,
                        callbacks=callbacks, optimizers=(optimizer, None))
 
 
-def build_dpo(model, tokenizer, task, config, args, callbacks, optimizer, pairs: list[dict]):
+def _reference(model):
+    """A frozen copy of the starting policy; with LoRA the adapter is switched off instead."""
+    return None if hasattr(model, "disable_adapter") else copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def build_dpo(model, tokenizer, task, config, args, callbacks, optimizer, pairs=None):
+    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
         raise LayerwiseError("no preference pair to train DPO on (see the pairs report above)")
-    is_peft = hasattr(model, "disable_adapter")
-    # A frozen copy of the starting policy; with LoRA the adapter is simply switched off instead.
-    ref = None if is_peft else copy.deepcopy(model).eval().requires_grad_(False)
     dpo_args = DPOConfig(**args, beta=config.dpo_beta, max_length=config.max_length)
-    return DPOTrainer(model=model, ref_model=ref, args=dpo_args,
+    return DPOTrainer(model=model, ref_model=_reference(model), args=dpo_args,
                       train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                       callbacks=callbacks, optimizers=(optimizer, None))
 
 
-BUILDERS = {"sft": build_sft, "rloo": build_rloo, "dpo": build_dpo,
-            **{m: build_grpo for m in GRPO_METHODS}}
+def kto_rows(pairs: list[dict]) -> list[dict]:
+    """KTO learns from unpaired examples: each pair gives a desirable and an undesirable one."""
+    rows = []
+    for p in pairs:
+        rows.append({"prompt": p["prompt"], "completion": p["chosen"], "label": True})
+        rows.append({"prompt": p["prompt"], "completion": p["rejected"], "label": False})
+    return rows
+
+
+def build_kto(model, tokenizer, task, config, args, callbacks, optimizer, pairs=None):
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    if not pairs:
+        raise LayerwiseError("no preference pair to train KTO on (see the pairs report above)")
+    if config.batch_size < 2:
+        raise LayerwiseError("KTO estimates its KL term from mismatched pairs within a batch: "
+                             "--batch-size must be >= 2")
+    kto_args = KTOConfig(**args, beta=config.dpo_beta, max_length=config.max_length)
+    return KTOTrainer(model=model, ref_model=_reference(model), args=kto_args,
+                      train_dataset=Dataset.from_list(kto_rows(pairs)), processing_class=tokenizer,
+                      callbacks=callbacks, optimizers=(optimizer, None))
+
+
+def _grpo(name: str, description: str) -> Method:
+    return Method(name, "GRPOTrainer", build_grpo, description, is_rl=True, group_relative=True,
+                  multi_turn=True)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("sft", "SFTTrainer", build_sft, "supervised fine-tuning on the task's targets (lm: on "
+           "text)", trains_on_text=True, lr_full=1e-4, lr_lora=1e-3),
+    _grpo("grpo", "GRPO: group-relative advantages, sequence-level loss normalisation"),
+    _grpo("dr_grpo", "Dr. GRPO: no per-group std scaling, constant normaliser"),
+    _grpo("dapo", "DAPO: token-level loss normalisation"),
+    Method("rloo", "RLOOTrainer", build_rloo, "REINFORCE leave-one-out", is_rl=True,
+           group_relative=True),
+    Method("dpo", "DPOTrainer", build_dpo, "direct preference optimisation on pairs",
+           needs_pairs=True),
+    Method("kto", "KTOTrainer", build_kto, "Kahneman-Tversky optimisation on unpaired "
+           "desirable/undesirable examples", needs_pairs=True),
+)}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise LayerwiseError(f"unknown method {name!r}; valid: {', '.join(METHODS)}") from None

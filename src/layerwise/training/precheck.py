@@ -1,0 +1,103 @@
+"""Checking a run's selections against the model's structure before any weight is loaded.
+
+The model is built on the meta device from its config alone (no memory, no weights): enough to
+resolve `--layers`, `--lora-layers` and `--lr-scale` on its real block list, so that
+`--lr-scale 9=2` on a 4-block model is refused in one line, not after the base model has been
+scored. `--mask-from` checkpoints must exist. A model we cannot build this way (an unknown
+architecture behind remote code) is checked later, when it loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from layerwise.errors import LayerwiseError
+from layerwise.models.arch import LayerMap, discover_layers
+from layerwise.selection.resolve import resolve_selection
+
+log = logging.getLogger(__name__)
+
+
+def model_config_of(spec: str | None, trust_remote_code: bool = False):
+    """The transformers config of the model `spec` names, without loading its weights."""
+    from transformers import AutoConfig
+
+    from layerwise.models import loading, tiny
+
+    text = spec or "embedded"
+    if text.startswith("tiny:"):
+        parse = getattr(tiny, "parse_tiny_spec", None)
+        if parse is not None:
+            parse(text)  # a bad size is one line here
+            return None  # sized tiny models are cheap to build for real; structure checked then
+        return tiny.tiny_config(text.split(":", 1)[1])
+    if text == "embedded":
+        return AutoConfig.from_pretrained(loading.convert_gguf(loading.embedded_gguf_path()))
+    if text.endswith(".gguf"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise LayerwiseError(f"GGUF file {path} does not exist")
+        return AutoConfig.from_pretrained(loading.convert_gguf(path))
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise LayerwiseError(f"model path {path} is a file; expected an HF checkpoint "
+                                 "directory or a .gguf file")
+        loading._check_local_dir(path)
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if text.count("/") > 1 or text.startswith((".", "/", "~")):
+        raise LayerwiseError(f"model path {text} does not exist; expected a local directory, a "
+                             ".gguf file, 'tiny:<family>' or a Hugging Face id")
+    from layerwise.hub import hub_reachable
+
+    return loading._load_config(text, trust_remote_code, False, not hub_reachable())
+
+
+def meta_layers(spec: str | None, trust_remote_code: bool = False) -> LayerMap | None:
+    config = model_config_of(spec, trust_remote_code)
+    if config is None:
+        return None
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        return discover_layers(model)
+    except Exception as exc:  # noqa: BLE001 - checked again for real once the model loads
+        log.debug("no meta-device structure for %s: %s", spec, exc)
+        return None
+
+
+def check_selections(config, layers: LayerMap) -> None:
+    """The run's selections resolve on this structure (one-line errors otherwise)."""
+    from layerwise.training.trainable import parse_lr_scale
+
+    if config.layers is not None:
+        resolve_selection(layers, config.layers)
+    if config.lora:
+        try:
+            resolve_selection(layers, config.lora_layers)
+        except LayerwiseError as exc:
+            raise LayerwiseError(f"--lora-layers: {exc}") from None
+    scales = parse_lr_scale(config.lr_scale, layers)
+    if scales and config.layers is not None:
+        trained = set(resolve_selection(layers, config.layers).blocks)
+        if not any(blocks & trained for blocks, _, _ in scales):
+            raise LayerwiseError("--lr-scale names no block that trains: "
+                                 + ", ".join(s for _, _, s in scales))
+
+
+def check_against_structure(config, model_config, layers: LayerMap | None = None) -> None:
+    """All the run's structural checks, on `layers` or on a meta-device build of the model."""
+    if config.mask_from:
+        from layerwise.analysis.checkpoints import Checkpoint
+
+        for part in config.mask_from.split(","):
+            Checkpoint(part.strip())  # a missing or unreadable checkpoint is one line
+    if layers is None:
+        layers = meta_layers(model_config.model, model_config.trust_remote_code)
+    if layers is not None:
+        check_selections(config, layers)

@@ -1,0 +1,422 @@
+"""The training recipe: setup -> build trainer -> fit -> score -> save, returning a `RunResult`.
+
+In the spirit of torchtune's recipe interface, each step is a method with one job, and `run()`
+calls them in order:
+
+1. `check()` (no model yet): the task, the pairs file, the run directory, and every selection
+   (`--layers`, `--lora-layers`, `--lr-scale`, `--mask-from`) against the model's structure,
+   built on the meta device from its config alone. Any bad input fails here, in one line.
+2. `setup()`: load the model, score the base model (held-out task score, general-text
+   perplexity), decide what trains, build AdamW over the trainable parameters only, build
+   preference pairs if the method needs them.
+3. `build_trainer()`: the method's TRL trainer from the methods table, with our callbacks.
+4. `fit()`: `trainer.train()`, resuming from a checkpoint if asked; SIGINT/SIGTERM save a
+   checkpoint and end the run as "interrupted"; a NaN loss or an error keeps the last good weights.
+5. `score()`: the same scoring as in setup, on the trained model.
+6. `save()`: the HF checkpoint, the per-item records, the curves, metrics.json.
+
+Only the main process writes (under `accelerate launch` every process trains, one writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+
+from layerwise.errors import LayerwiseError
+from layerwise.evaluation.generation import ensure_pad_token
+from layerwise.evaluation.task_eval import TaskEvaluation, evaluate_task, write_records
+from layerwise.models.loading import LoadedModel, load_model
+from layerwise.tasks.registry import get_task
+from layerwise.training import run_dir
+from layerwise.training.callbacks import LiveProgress, NaNGuard, RunRecorder, peak_memory_mb
+from layerwise.training.config import ModelConfig, TrainConfig
+from layerwise.training.interrupt import CheckpointSeal, GracefulStop, RunInterrupted, checkpoint_history
+from layerwise.training.methods import common_args, get_method
+from layerwise.training.outputs import plot_curves, save_model_atomic, write_metrics
+from layerwise.training.preference import load_pairs, self_sampled_pairs
+from layerwise.training.result import (Forgetting, RunResult, Scores, TrainableSummary,
+                                       latest_checkpoint, read_run)
+from layerwise.training.subnetwork import SubnetworkMask, build_masks, closeness
+from layerwise.training.trainable import (build_optimizer, enable_checkpointing,
+                                          optimizer_state_bytes, prepare_trainable)
+
+log = logging.getLogger(__name__)
+EVAL_SEED = 0  # every run, whatever its training seed, is scored on the same held-out items
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a multi-process launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def process_count() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass
+class Scored:
+    """A scoring: the typed scores, and the per-item evaluation records behind them."""
+
+    scores: Scores
+    evaluation: TaskEvaluation | None = None
+
+
+def scores_of(ev: TaskEvaluation, general_perplexity: float | None) -> Scores:
+    return Scores(accuracy=ev.accuracy, mean_score=ev.mean_score,
+                  general_perplexity=general_perplexity, loss=getattr(ev, "loss", None),
+                  perplexity=getattr(ev, "perplexity", None))
+
+
+def _general_windows(tokenizer, config: TrainConfig, max_context):
+    from layerwise.data.corpus import load_corpus, token_windows
+
+    corpus = load_corpus(config.general_data)
+    return token_windows(tokenizer, corpus, config.general_seq_len, config.general_seqs, max_context)
+
+
+def score_model(model, tokenizer, task, config: TrainConfig, windows) -> Scored:
+    """Held-out task score (EVAL_SEED items) and general-text perplexity."""
+    from layerwise.evaluation.perplexity import perplexity
+
+    ev = evaluate_task(model, tokenizer, task, n=config.eval_n, seed=EVAL_SEED,
+                       batch_size=config.eval_batch_size)
+    ppl = perplexity(model, windows) if windows is not None else None
+    return Scored(scores_of(ev, ppl), ev)
+
+
+def score_base(config: TrainConfig, loaded: LoadedModel) -> Scored:
+    """The base model's scores, exactly as a training run measures them (sweeps score once)."""
+    task = get_task(config.task, **config.task_kwargs())
+    ensure_pad_token(loaded.tokenizer)
+    windows = _general_windows(loaded.tokenizer, config, loaded.context_length)
+    return score_model(loaded.model, loaded.tokenizer, task, config, windows)
+
+
+@dataclass
+class TrainRecipe:
+    """One run. `loaded`/`base` let a sweep load the model and score the base once for many runs."""
+
+    config: TrainConfig
+    model_config: ModelConfig = field(default_factory=ModelConfig)
+    loaded: LoadedModel | None = None
+    base: Scores | None = None
+    extra_callbacks: list = field(default_factory=list)
+    resume: bool = False  # continue the interrupted run in config.out
+
+    def __post_init__(self):
+        self.method = get_method(self.config.method)
+        self.out = Path(self.config.out) if self.config.out else None
+        self.main = is_main_process()
+        self.result = RunResult(task=self.config.task, task_options=self.config.task_options,
+                                method=self.config.method, mode=self.config.mode,
+                                seed=self.config.seed, config=self.config.to_dict(),
+                                started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                steps_planned=self.config.steps, processes=process_count())
+        self._t0 = time.perf_counter()
+        self.resume_checkpoint: Path | None = None
+        self.pairs: list[dict] | None = None
+        self.trainer = None
+        self.stop = GracefulStop()
+
+    # ---- 1. check ------------------------------------------------------------------------
+    def check(self) -> None:
+        """Everything that can be refused without loading weights."""
+        cfg = self.config
+        self.task = get_task(cfg.task, **cfg.task_kwargs())
+        if cfg.pairs:
+            self.pairs = load_pairs(cfg.pairs)
+        if self.method.is_rl or self.method.needs_pairs:
+            if getattr(self.task, "kind", None) == "lm":
+                raise LayerwiseError("the lm task has no prompts to sample: use --method sft")
+        from layerwise.training.precheck import check_against_structure
+
+        from layerwise.models.arch import discover_layers
+
+        held = discover_layers(self.loaded.model) if self.loaded is not None else None
+        check_against_structure(cfg, self.model_config, held)
+        if self.out is not None and self.main:
+            if self.resume:
+                self._prepare_resume()
+            else:
+                run_dir.claim(self.out, cfg.overwrite)
+                run_dir.write_config(self.out, self.model_config, cfg)
+                write_metrics(self.out, self.result.to_dict())
+
+    def _prepare_resume(self) -> None:
+        prev = read_run(self.out)
+        if prev.status == "completed":
+            raise LayerwiseError(f"{self.out}: the run already completed; nothing to resume")
+        found = latest_checkpoint(self.out)
+        if found is None:
+            raise LayerwiseError(f"{self.out}: no complete checkpoint to resume from (the run "
+                                 f"stopped at step {prev.steps_completed} with status "
+                                 f"{prev.status!r}; --save-every N writes them)")
+        step, self.resume_checkpoint = found
+        if prev.base.score is not None:
+            self.base = prev.base
+            self.result.eval = prev.eval
+        self.result.resumed_from_step = step
+        self.result.started = prev.started or self.result.started
+        self.result.history = [h for h in checkpoint_history(self.resume_checkpoint)
+                               if h.get("step", 0) <= step]
+        pairs_file = self.out / "pairs.jsonl"
+        if self.method.needs_pairs and self.pairs is None and pairs_file.is_file():
+            self.pairs = load_pairs(str(pairs_file))
+            self.result.pairs = prev.pairs
+        self.result.status = "running"
+        write_metrics(self.out, self.result.to_dict())
+        log.info("resuming %s from step %d (%s)", self.out, step, self.resume_checkpoint)
+
+    # ---- 2. setup ------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, mc = self.config, self.model_config
+        if self.loaded is None:
+            self.loaded = load_model(mc.model, dtype=mc.dtype, device=mc.device, seed=cfg.seed,
+                                     trust_remote_code=mc.trust_remote_code,
+                                     **self._tokenizer_args())
+        self.result.model, self.result.model_source = self.loaded.spec, self.loaded.source
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        ensure_pad_token(tokenizer)
+        self.device = next(model.parameters()).device
+        self.windows = _general_windows(tokenizer, cfg, self.loaded.context_length)
+        self.base_eval = None
+        if self.base is None:
+            log.info("scoring the base model on %d %s items", cfg.eval_n, self.task.name)
+            scored = score_model(model, tokenizer, self.task, cfg, self.windows)
+            self.base, self.base_eval = scored.scores, scored.evaluation
+            self.result.eval = {"n": scored.evaluation.n, "split": "eval", "seed": EVAL_SEED}
+        self.result.base = self.base
+        transformers.set_seed(cfg.seed)
+        self.trainable = prepare_trainable(model, cfg)
+        self.model = self.trainable.model
+        log.info("training %s: %s trainable of %s parameters (%.2f%%)", self.trainable.description,
+                 f"{self.trainable.trainable_params:,}", f"{self.trainable.total_params:,}",
+                 100 * self.trainable.share)
+        self.optimizer = build_optimizer(self.model, cfg)
+        if cfg.gradient_checkpointing:
+            enable_checkpointing(self.model)
+        if self.method.needs_pairs and self.pairs is None:
+            self.pairs, self.result.pairs = self_sampled_pairs(self.model, tokenizer, self.task, cfg)
+            log.info("preference pairs from the model's own samples: %s", self.result.pairs)
+            if self.out is not None and self.main:  # a resumed run trains on the same pairs
+                from layerwise.fileio import atomic_write_text
+                import json
+
+                atomic_write_text(self.out / "pairs.jsonl",
+                                  "".join(json.dumps(p) + "\n" for p in self.pairs))
+
+    def _tokenizer_args(self) -> dict:
+        mc, cfg = self.model_config, self.config
+        if not mc.tokenizer:
+            return {}
+        data = cfg.data or getattr(self.task, "train_source", None)
+        return {"tokenizer": mc.tokenizer, "tokenizer_data": data}
+
+    # ---- 3. build trainer ----------------------------------------------------------------
+    def build_trainer(self) -> None:
+        cfg = self.config
+        self.recorder, self.guard = RunRecorder(), NaNGuard(self.model)
+        callbacks = [self.recorder, self.guard, self.stop, CheckpointSeal(self.recorder),
+                     LiveProgress(f"{cfg.method} {self.trainable.description}",
+                                  enabled=cfg.progress and self.main), *self.extra_callbacks]
+        self.subnetwork = None
+        if cfg.mask_from:
+            self.masks = build_masks(self.model, cfg.mask_from, cfg.mask_tol)
+            self.subnetwork = SubnetworkMask(self.model, self.masks)
+            callbacks.insert(0, self.subnetwork)  # restore masked entries before the guard snapshots
+            log.info("subnetwork training: %.2f%% of the trainable entries may change",
+                     100 * self.subnetwork.kept_share)
+        if self.out is not None:
+            trainer_dir = self.out / "checkpoints"
+            self._scratch = None
+        else:
+            self._scratch = tempfile.mkdtemp(prefix="layerwise-trainer-")
+            trainer_dir = Path(self._scratch)
+        report_to = ["tensorboard"] if self.out is not None and cfg.report_to == "tensorboard" else []
+        self.args = common_args(cfg, str(trainer_dir), report_to, self.device,
+                                next(self.model.parameters()).dtype)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with _tensorboard_dir(self.out / "tensorboard" if report_to else None):
+            self.trainer = self.method.build(self.model, self.loaded.tokenizer, self.task, cfg,
+                                             self.args, callbacks, self.optimizer, pairs=self.pairs)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        # Ours shows the running reward as well, and keeps stdout for results.
+        self.trainer.remove_callback(ProgressCallback)
+        self.trainer.remove_callback(PrinterCallback)
+
+    # ---- 4. fit --------------------------------------------------------------------------
+    def fit(self) -> None:
+        self.model.train()
+        self.error = None
+        resume = str(self.resume_checkpoint) if self.resume_checkpoint else None
+        try:
+            with _tensorboard_dir(self.out / "tensorboard" if self.out else None):
+                self.trainer.train(resume_from_checkpoint=resume)
+        except (RuntimeError, ValueError) as exc:  # e.g. out of memory: keep the last good weights
+            self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.guard.restore()
+        finally:
+            if self._scratch:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+        self.model = self.trainer.model
+        self.model.eval()
+
+    # ---- 5. score ------------------------------------------------------------------------
+    def score(self) -> None:
+        log.info("scoring the trained model")
+        scored = score_model(self.model, self.loaded.tokenizer, self.task, self.config, self.windows)
+        self.final, self.final_eval = scored.scores, scored.evaluation
+
+    # ---- 6. save -------------------------------------------------------------------------
+    def save(self) -> None:
+        if self.out is None or not self.main:
+            return
+        tok = self.loaded.tokenizer
+        save_model_atomic(self.model, tok, self.out / "model")
+        if self.config.merge:
+            import copy
+
+            save_model_atomic(copy.deepcopy(self.model).merge_and_unload(), tok, self.out / "merged")
+        if self.base_eval is not None and self.base_eval.records:
+            write_records(self.base_eval, self.out / "eval_base.jsonl")
+        if self.final_eval.records:
+            write_records(self.final_eval, self.out / "eval_final.jsonl")
+        plot_curves(self.result.history, self.out / "curves.png",
+                    f"{self.task.name} {self.config.method}: {self.trainable.description}")
+
+    # ---- the whole run -------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """check -> setup -> build_trainer -> fit -> score -> save; the result is also on disk."""
+        try:
+            self.check()
+        except LayerwiseError as exc:
+            self._record_invalid(str(exc))
+            raise
+        try:
+            with self.stop:
+                self.setup()
+                self.build_trainer()
+                self.fit()
+                if self.stop.requested is not None:
+                    return self._interrupted()
+                self.score()
+                self._collect()
+                self.save()
+        except (RunInterrupted, KeyboardInterrupt):
+            return self._interrupted()
+        except BaseException as exc:
+            self._record_failure(exc)
+            raise
+        self._write()
+        return self.result
+
+    def _collect(self) -> None:
+        r, cfg, t = self.result, self.config, self.trainable
+        state = self.trainer.state
+        train_seconds = self.recorder.train_seconds or sum(self.recorder.step_seconds)
+        tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        r.status = "failed" if (self.guard.failed_reason or self.error) else "completed"
+        r.failure = self.guard.failed_reason or self.error
+        r.trainable = TrainableSummary(
+            description=t.description, params=t.trainable_params, total_params=t.total_params,
+            share=t.share, blocks=list(t.blocks), lowest_block=t.lowest_block, lora=t.lora,
+            lr_groups=[{"lr": g["lr"], "lr_scale": g.get("lr_scale", 1.0), "tensors": len(g["params"])}
+                       for g in self.optimizer.param_groups])
+        r.final = self.final
+        r.accuracy_gain = (self.final.accuracy - self.base.accuracy
+                           if self.final.accuracy is not None and self.base.accuracy is not None else None)
+        before, after = self.base.general_perplexity, self.final.general_perplexity
+        r.forgetting = Forgetting(general_data=cfg.general_data or "embedded",
+                                  perplexity_before=before, perplexity_after=after,
+                                  relative_change=(after / before - 1) if before and after else None)
+        if not r.eval:
+            r.eval = {"n": self.final_eval.n, "split": "eval", "seed": EVAL_SEED}
+        r.steps_completed = state.global_step
+        r.last_good_step = self.guard.good_step if self.guard.failed_reason else state.global_step
+        r.step_seconds_median = self.recorder.median_step_seconds()
+        r.train_seconds = train_seconds
+        r.tokens_seen = tokens
+        r.tokens_per_second = tokens / train_seconds if train_seconds and tokens else None
+        r.optimizer_state_bytes = optimizer_state_bytes(self.optimizer)
+        r.peak_memory_mb = peak_memory_mb(self.device)
+        r.precision = {"weights": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                       "bf16_autocast": bool(self.args["bf16"]), "device": str(self.device)}
+        if self.subnetwork is not None:
+            r.subnetwork = {"mask_from": cfg.mask_from, "tol": cfg.mask_tol,
+                            "trainable_share_kept": self.subnetwork.kept_share,
+                            **closeness(self.model, cfg.mask_from, self.masks)}
+        r.history = self.result.history + self.recorder.history
+        r.first_step_seconds = self.recorder.first_step_at - self._t0 if self.recorder.first_step_at else None
+        r.platform = {"python": platform.python_version(), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "threads": torch.get_num_threads()}
+
+    def _attach(self) -> None:
+        self.result.model_object = getattr(self, "model", None)
+        self.result.tokenizer = self.loaded.tokenizer if self.loaded is not None else None
+        self.result.trainer = self.trainer
+
+    def _write(self) -> None:
+        self._attach()
+        self.result.wall_seconds = time.perf_counter() - self._t0
+        if self.out is not None and self.main:
+            write_metrics(self.out, self.result.to_dict())
+
+    def _interrupted(self) -> RunResult:
+        r = self.result
+        r.status = "interrupted"
+        state = self.trainer.state if self.trainer is not None else None
+        r.steps_completed = state.global_step if state is not None else (r.resumed_from_step or 0)
+        found = latest_checkpoint(self.out) if self.out is not None else None
+        r.checkpoint = str(found[1]) if found else None
+        r.failure = (f"interrupted at step {r.steps_completed} of {self.config.steps}"
+                     + ("" if found else " (no checkpoint: nothing was trained yet)"))
+        if state is not None:
+            r.history = self.result.history + self.recorder.history
+        self._write()
+        return r
+
+    def _record_invalid(self, message: str) -> None:
+        """Invalid arguments are recorded only where no earlier run's results would be lost."""
+        if self.main and not self.resume:
+            self.result.wall_seconds = time.perf_counter() - self._t0
+            run_dir.record_invalid(self.out, message, self.result)
+
+    def _record_failure(self, exc: BaseException) -> None:
+        if self.out is None or not self.main or not (self.out / "metrics.json").is_file():
+            return
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        self.result.status = "failed"
+        self.result.failure = f"{type(exc).__name__}: {first}" if not isinstance(exc, LayerwiseError) else first
+        self._write()
+
+
+class _tensorboard_dir:
+    """TRL/transformers read the TensorBoard directory from the environment at trainer init."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __enter__(self):
+        self.old = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        if self.path is not None:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.path)
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            if self.old is None:
+                os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+            else:
+                os.environ["TENSORBOARD_LOGGING_DIR"] = self.old
+        return False
