@@ -87,12 +87,12 @@ def test_one_middle_block_trains_on_the_embedded_model(tmp_path):
     config = TrainConfig(method="sft", layers="15", steps=2, batch_size=4, lr=1e-3, eval_n=4,
                          general_seqs=1, general_seq_len=64, progress=False, out=str(tmp_path))
     result = train(config)
-    assert result.metrics["status"] == "completed"
+    assert result.status == "completed"
     before = load_model(None).model
-    layers = discover_layers(result.model)
-    changed = {n for (n, p), (_, q) in zip(result.model.named_parameters(), before.named_parameters())
+    layers = discover_layers(result.model_object)
+    changed = {n for (n, p), (_, q) in zip(result.model_object.named_parameters(), before.named_parameters())
                if not torch.equal(p, q)}
     assert changed == {n for n, _ in layers.block_params(15)}
     reloaded = load_model(str(tmp_path / "model")).model
     name = sorted(changed)[0]
-    assert torch.equal(dict(reloaded.named_parameters())[name], dict(result.model.named_parameters())[name])
+    assert torch.equal(dict(reloaded.named_parameters())[name], dict(result.model_object.named_parameters())[name])

@@ -24,7 +24,7 @@ def test_masked_entries_never_move(toy_task, tmp_path):
                          steps=4, batch_size=4, n_train=8, eval_n=2, general_seqs=1,
                          general_seq_len=32, progress=False, out=str(tmp_path / "run"),
                          mask_from=f"{tmp_path / 'base'},{tmp_path / 'tuned'}")
-    m = train(config, str(tmp_path / "base")).metrics
+    m = train(config, str(tmp_path / "base")).to_dict()
     assert m["status"] == "completed"
     base = load_file(tmp_path / "base" / "model.safetensors")
     after = load_file(tmp_path / "run" / "model" / "model.safetensors")

@@ -14,6 +14,7 @@ from layerwise.models import load_model
 from layerwise.models.arch import discover_layers
 from layerwise.training import outputs
 from layerwise.training.config import TrainConfig
+from layerwise.training.result import read_run
 from layerwise.training.runner import train
 from layerwise.training.trainable import block_of
 
@@ -25,29 +26,32 @@ def _initial_state(family="llama"):
     return {n: p.detach().clone() for n, p in load_model(f"tiny:{family}", seed=0).model.named_parameters()}
 
 
-@pytest.mark.parametrize("method", ["sft", "grpo", "dr_grpo", "dapo", "rloo", "dpo"])
+@pytest.mark.parametrize("method", ["sft", "grpo", "dr_grpo", "dapo", "rloo", "dpo", "kto"])
 def test_each_method_trains_only_the_selected_block(method, toy_task, tmp_path):
     config = TrainConfig(task=toy_task, method=method, layers="2", out=str(tmp_path), lr=1e-2,
                          **QUICK)
     result = train(config, "tiny:llama")
-    m = result.metrics
-    assert m["status"] == "completed" and m["steps_completed"] == 3
+    m = result.to_dict()
+    assert result.status == "completed" and result.steps_completed == 3
     before = _initial_state()
-    layers = discover_layers(result.model)
-    changed = {n for n, p in result.model.named_parameters() if not torch.equal(p, before[n])}
+    model = result.model_object
+    layers = discover_layers(model)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(block_of(n, layers) == 2 for n in changed), sorted(changed)[:4]
     # The optimizer holds state for exactly the trainable tensors, nothing else.
     opt = result.trainer.optimizer
-    trainable = {id(p) for p in result.model.parameters() if p.requires_grad}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert set(map(id, opt.state)) <= trainable and len(opt.state) == len(trainable)
     # AdamW: two fp32 moments per trainable element, plus a 4-byte step counter per tensor.
-    assert m["optimizer_state_bytes"] == 8 * m["trainable"]["params"] + 4 * len(opt.state)
+    assert result.optimizer_state_bytes == 8 * result.trainable.params + 4 * len(opt.state)
     # Everything a user needs is on disk, and the checkpoint is the trained model.
     saved = load_file(tmp_path / "model" / "model.safetensors")
     name = next(iter(changed))
-    assert torch.equal(saved[name], dict(result.model.named_parameters())[name].detach())
+    assert torch.equal(saved[name], dict(model.named_parameters())[name].detach())
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(m)), "metrics.json is the typed result, key for key"
     assert on_disk["status"] == "completed" and on_disk["method"] == method
+    assert read_run(tmp_path).final.accuracy == result.final.accuracy
     for key in ("base", "final", "forgetting", "step_seconds_median", "peak_memory_mb",
                 "wall_seconds", "precision", "seed", "trainable"):
         assert key in on_disk, key
@@ -60,9 +64,9 @@ def test_each_method_trains_only_the_selected_block(method, toy_task, tmp_path):
 def test_sft_learns_and_eval_sees_it(toy_task, tmp_path):
     config = TrainConfig(task=toy_task, method="sft", full=True, lr=3e-3, **{**QUICK, "steps": 40,
                          "batch_size": 8, "eval_n": 8})
-    m = train(config, "tiny:llama").metrics
-    assert m["base"]["accuracy"] == 0.0
-    assert m["final"]["accuracy"] == 1.0, m["history"][-3:]
+    r = train(config, "tiny:llama")
+    assert r.base.accuracy == 0.0
+    assert r.final.accuracy == 1.0, r.history[-3:]
 
 
 def test_grpo_reward_rises(toy_task):
@@ -93,16 +97,16 @@ def test_gradient_checkpointing_with_frozen_blocks(toy_task, what):
     what = {"method": "sft", **what}
     config = TrainConfig(task=toy_task, gradient_checkpointing=True, lr=1e-2, **what, **QUICK)
     result = train(config, "tiny:llama", extra_callbacks=[hooks])
-    model = result.model.get_base_model() if what.get("lora") else result.model
+    model = result.model_object.get_base_model() if what.get("lora") else result.model_object
     assert model.is_gradient_checkpointing
-    trained = [p for n, p in result.model.named_parameters() if p.requires_grad]
+    trained = [p for n, p in result.model_object.named_parameters() if p.requires_grad]
     assert trained and all(p.grad is None or torch.isfinite(p.grad).all() for p in trained)
     if not what.get("lora"):
         before = _initial_state()
         block2 = {n for n, _ in discover_layers(model).block_params(2)}
         assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in block2)
     else:
-        assert any(p.abs().sum() > 0 for n, p in result.model.named_parameters() if "lora_B" in n)
+        assert any(p.abs().sum() > 0 for n, p in result.model_object.named_parameters() if "lora_B" in n)
     assert hooks.fired == {2, 3}  # nothing below block 2 ran backward
 
 
@@ -116,8 +120,8 @@ def test_lr_scale_survives_the_scheduler(toy_task):
 def test_lora_adapter_and_merged_copy(toy_task, tmp_path):
     config = TrainConfig(task=toy_task, method="sft", lora=True, rank=2, lora_layers="1-2",
                          merge=True, lr=1e-2, out=str(tmp_path), **QUICK)
-    m = train(config, "tiny:llama").metrics
-    assert m["trainable"]["lora"]["rank_per_module"] == 4  # budget 2 x 4 blocks over 2 blocks
+    r = train(config, "tiny:llama")
+    assert r.trainable.lora["rank_per_module"] == 4  # budget 2 x 4 blocks over 2 blocks
     adapter = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert adapter["r"] == 4
     merged = load_file(tmp_path / "merged" / "model.safetensors")
@@ -143,9 +147,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_weights(toy_task, tmp_path):
     diverge = Diverge()
     config = TrainConfig(task=toy_task, method="sft", layers="2", out=str(tmp_path), lr=1e-2,
                          **{**QUICK, "steps": 6})
-    m = train(config, "tiny:llama", extra_callbacks=[diverge]).metrics
-    assert m["status"] == "failed" and "non-finite loss" in m["failure"]
-    assert m["steps_completed"] == 3 and m["last_good_step"] == 2
+    r = train(config, "tiny:llama", extra_callbacks=[diverge])
+    assert r.status == "failed" and "non-finite loss" in r.failure
+    assert r.steps_completed == 3 and r.last_good_step == 2
     saved = load_file(tmp_path / "model" / "model.safetensors")
     for name, good in diverge.good.items():
         if name in saved:
@@ -165,7 +169,8 @@ def test_a_failed_save_leaves_no_complete_looking_checkpoint(toy_task, tmp_path,
         train(config, "tiny:llama")
     assert not (tmp_path / "model").exists()
     assert not list(tmp_path.glob(".model.tmp-*"))
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "running"
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["status"] == "failed" and "No space left" in on_disk["failure"]
 
 
 def test_save_replaces_an_older_checkpoint_atomically(tmp_path):
@@ -182,7 +187,7 @@ def test_dpo_from_a_pairs_file(toy_task, tmp_path):
                                for i in range(8)) + "\n")
     config = TrainConfig(task=toy_task, method="dpo", layers="3", pairs=str(pairs), lr=1e-2, **QUICK)
     result = train(config, "tiny:llama")
-    assert result.metrics["status"] == "completed" and result.metrics["pairs"] is None
+    assert result.status == "completed" and result.pairs is None
     assert any("rewards/accuracies" in h for h in result.history)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "Q:", "chosen": " 7"}) + "\n")
@@ -205,8 +210,8 @@ def test_an_error_mid_run_is_recorded_and_the_last_good_weights_kept(toy_task, t
     crash = Crash()
     config = TrainConfig(task=toy_task, method="sft", layers="2", out=str(tmp_path), lr=1e-2,
                          **{**QUICK, "steps": 5})
-    m = train(config, "tiny:llama", extra_callbacks=[crash]).metrics
-    assert m["status"] == "failed" and m["failure"] == "RuntimeError: CUDA out of memory (simulated)"
+    r = train(config, "tiny:llama", extra_callbacks=[crash])
+    assert r.status == "failed" and r.failure == "RuntimeError: CUDA out of memory (simulated)"
     saved = load_file(tmp_path / "model" / "model.safetensors")
     for name, good in crash.good.items():
         if name in saved:

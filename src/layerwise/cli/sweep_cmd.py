@@ -11,7 +11,7 @@ import math
 import sys
 from dataclasses import fields
 
-from layerwise.cli.args import add_config_arguments, config_values
+from layerwise.cli.args import add_config_arguments, cli_fields, config_values
 from layerwise.cli.main import add_model_args
 from layerwise.errors import LayerwiseError
 from layerwise.training.config import TrainConfig
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise LayerwiseError("--out DIR is required (the sweep's store lives there, so it resumes)")
-    values = config_values(args, TrainConfig)
-    values.pop("progress", None)
+    shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
+    values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
     sweep = SweepSpec(model=args.model, task=values["task"], method=values["method"],
                       layers=args.layers, seeds=_seeds(args.seeds),
                       task_options=values["task_options"], train=train_options(values),
