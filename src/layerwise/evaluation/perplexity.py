@@ -28,6 +28,10 @@ def mean_nll(model, windows: torch.Tensor, batch_size: int = 4) -> float:
     return total / count
 
 
-def perplexity(model, windows: torch.Tensor, batch_size: int = 4) -> float:
-    nll = mean_nll(model, windows, batch_size)
+def perplexity_from_nll(nll: float) -> float:
+    """exp(nll), infinite rather than an OverflowError for a diverged model."""
     return math.exp(nll) if nll < 700 else math.inf
+
+
+def perplexity(model, windows: torch.Tensor, batch_size: int = 4) -> float:
+    return perplexity_from_nll(mean_nll(model, windows, batch_size))

@@ -1,13 +1,16 @@
-"""Greedy accuracy of a model on a task's held-out items, with a record per item.
+"""How well a model does a task on held-out data: greedy accuracy, or a loss for `lm`.
 
 The score of each completion comes from the task's own `score` (the same function the RL reward
 calls). Episodic tasks (`decision`) play a whole multi-turn episode per item. The records hold
 everything needed to audit a number: prompt, completion, extracted answer, reference, score.
+A task that scores itself (`lm`: held-out next-token loss) has an `evaluate` method, and
+`evaluate_task` hands it the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,26 +23,48 @@ from layerwise.tasks.base import Task, is_correct
 
 @dataclass
 class TaskEvaluation:
+    """One scoring: generative tasks fill `accuracy` and `mean_score`, `lm` fills `loss`
+    (mean next-token cross-entropy, nats) and `perplexity` (exp of it)."""
+
     task: str
     split: str
     n: int
     seed: int
-    accuracy: float
-    mean_score: float
+    accuracy: float | None
+    mean_score: float | None
     seconds: float
     records: list[dict] = field(default_factory=list)
+    loss: float | None = None
+    perplexity: float | None = None
+
+    @property
+    def score(self) -> float | None:
+        """The headline number, S in C(k): accuracy, or the held-out loss for `lm`."""
+        return self.accuracy if self.accuracy is not None else self.loss
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.loss is None
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("records")
-        return out
+        out.update(score=self.score, higher_is_better=self.higher_is_better)
+        # A diverged model's loss or perplexity is inf or nan, which strict JSON cannot hold.
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in out.items()}
 
 
 def evaluate_task(model, tokenizer, task: Task, n: int = 100, seed: int = 0, split: str = "eval",
                   batch_size: int = 16, max_new_tokens: int | None = None) -> TaskEvaluation:
-    """Greedy accuracy on `n` items of `split` (the eval split unless asked otherwise)."""
+    """Greedy accuracy on `n` items of `split` (the eval split unless asked otherwise).
+
+    A task with its own `evaluate` (the `lm` task's held-out loss) is scored by it instead.
+    """
     if n < 1:
         raise LayerwiseError(f"--n {n}: evaluate at least one item")
+    if callable(getattr(task, "evaluate", None)):
+        return task.evaluate(model, tokenizer, n, seed=seed, batch_size=batch_size, split=split)
     items = task.items(split, n, seed)
     if not items:
         raise LayerwiseError(f"task {task.name!r} has no {split} items")
@@ -72,5 +97,5 @@ def evaluate_task(model, tokenizer, task: Task, n: int = 100, seed: int = 0, spl
 
 def write_records(evaluation: TaskEvaluation, path: str | Path) -> Path:
     """The per-item records as JSONL (atomically written)."""
-    lines = [json.dumps(r, ensure_ascii=False) for r in evaluation.records]
-    return atomic_write_text(path, "\n".join(lines) + "\n")
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in evaluation.records]
+    return atomic_write_text(path, "".join(lines))

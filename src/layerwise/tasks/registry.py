@@ -24,6 +24,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "gsm8k": "layerwise.tasks.gsm8k:make_task",
     "code": "layerwise.tasks.code:make_task",
     "decision": "layerwise.tasks.decision:make_task",
+    "lm": "layerwise.tasks.lm:make_task",
 }
 DEFAULT_TASK = "arithmetic"
 REQUIRED_METHODS = ("items", "score", "extract")
