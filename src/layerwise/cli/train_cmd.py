@@ -43,7 +43,7 @@ def _fmt(x, spec=".3f"):
 
 def _score_line(r: RunResult) -> str:
     if r.base.accuracy is None and r.base.loss is not None:
-        return (f"held-out loss base {_fmt(r.base.loss, '.4f')} -> final {_fmt(r.final.loss, '.4f')} "
+        return (f"lm loss       base {_fmt(r.base.loss, '.4f')} -> final {_fmt(r.final.loss, '.4f')} "
                 f"(perplexity {_fmt(r.base.perplexity, '.2f')} -> {_fmt(r.final.perplexity, '.2f')}) "
                 f"on {r.eval.get('n')} windows")
     gain = "" if r.accuracy_gain is None else f" ({r.accuracy_gain:+.3f})"

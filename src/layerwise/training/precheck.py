@@ -29,11 +29,8 @@ def model_config_of(spec: str | None, trust_remote_code: bool = False):
 
     text = spec or "embedded"
     if text.startswith("tiny:"):
-        parse = getattr(tiny, "parse_tiny_spec", None)
-        if parse is not None:
-            parse(text)  # a bad size is one line here
-            return None  # sized tiny models are cheap to build for real; structure checked then
-        return tiny.tiny_config(text.split(":", 1)[1])
+        family, sizes = tiny.parse_tiny_spec(text)  # a bad size is one line here
+        return tiny.tiny_config(family, sizes)
     if text == "embedded":
         return AutoConfig.from_pretrained(loading.convert_gguf(loading.embedded_gguf_path()))
     if text.endswith(".gguf"):
@@ -88,6 +85,23 @@ def check_selections(config, layers: LayerMap) -> None:
         if not any(blocks & trained for blocks, _, _ in scales):
             raise LayerwiseError("--lr-scale names no block that trains: "
                                  + ", ".join(s for _, _, s in scales))
+
+
+def check_tokenizer(config, model_config, task) -> str | None:
+    """The text a `--tokenizer bpe:N` is trained on (None: no tokenizer to train)."""
+    from layerwise.models.tiny import parse_tokenizer_spec
+
+    kind, _size = parse_tokenizer_spec(model_config.tokenizer)
+    if kind == "byte":
+        return None
+    if not (model_config.model or "").startswith("tiny:"):
+        raise LayerwiseError(f"--tokenizer {model_config.tokenizer}: only tiny models train a "
+                             "tokenizer; a pretrained model brings its own")
+    data = config.data or (task.train if getattr(task, "kind", None) == "lm" else None)
+    if not data:
+        raise LayerwiseError(f"--tokenizer {model_config.tokenizer} needs text to train on: "
+                             "--data FILE (or --task lm, which trains on its own text)")
+    return data
 
 
 def check_against_structure(config, model_config, layers: LayerMap | None = None) -> None:

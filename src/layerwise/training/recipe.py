@@ -138,7 +138,9 @@ class TrainRecipe:
         if self.method.is_rl or self.method.needs_pairs:
             if getattr(self.task, "kind", None) == "lm":
                 raise LayerwiseError("the lm task has no prompts to sample: use --method sft")
-        from layerwise.training.precheck import check_against_structure
+        from layerwise.training.precheck import check_against_structure, check_tokenizer
+
+        self.tokenizer_data = check_tokenizer(cfg, self.model_config, self.task)
 
         from layerwise.models.arch import discover_layers
 
@@ -216,11 +218,9 @@ class TrainRecipe:
                                   "".join(json.dumps(p) + "\n" for p in self.pairs))
 
     def _tokenizer_args(self) -> dict:
-        mc, cfg = self.model_config, self.config
-        if not mc.tokenizer:
+        if not self.tokenizer_data:
             return {}
-        data = cfg.data or getattr(self.task, "train_source", None)
-        return {"tokenizer": mc.tokenizer, "tokenizer_data": data}
+        return {"tokenizer": self.model_config.tokenizer, "tokenizer_data": self.tokenizer_data}
 
     # ---- 3. build trainer ----------------------------------------------------------------
     def build_trainer(self) -> None:
