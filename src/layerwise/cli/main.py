@@ -18,17 +18,13 @@ log = logging.getLogger("layerwise")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The flags every command that loads a model shares."""
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", default=None, metavar="M",
-                   help="HF id, local checkpoint dir, .gguf file, tiny:<family>, or omit for the "
-                        "embedded SmolLM2-135M-Instruct")
-    g.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), "
-                   "float32, bfloat16, float16")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--seed", type=int, default=0, help="seed for random init and sampling")
-    g.add_argument("--trust-remote-code", action="store_true",
-                   help="allow model code from the Hub (off by default)")
+    """The flags every command that loads a model shares (declared once, in ModelConfig)."""
+    from layerwise.cli.args import add_config_arguments
+    from layerwise.training.config import ModelConfig
+
+    add_config_arguments(parser, (ModelConfig,), skip=("tokenizer",))
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for random init and sampling (default: %(default)s)")
 
 
 def add_data_args(parser: argparse.ArgumentParser, seq_len: int = 512, num_seqs: int = 8) -> None:

@@ -151,6 +151,10 @@ class TrainConfig:
         if len(chosen) != 1:
             raise LayerwiseError("say what trains with exactly one of --layers SPEC, --full, --lora"
                                  + (f" (got {' and '.join(chosen)})" if chosen else ""))
+        if self.task == "lm" and not method.trains_on_text:
+            raise LayerwiseError(f"the lm task trains on text windows: --method "
+                                 f"{' or '.join(m.name for m in METHODS.values() if m.trains_on_text)}"
+                                 f" (got {self.method})")
         if self.lora_targets not in LORA_TARGETS:
             raise LayerwiseError(f"--lora-targets {self.lora_targets!r}; valid: {', '.join(LORA_TARGETS)}")
         if self.lora_budget not in LORA_BUDGETS:
@@ -191,10 +195,6 @@ class TrainConfig:
             raise LayerwiseError(f"--mask-tol {self.mask_tol}: must be >= 0")
         if self.merge and not self.lora:
             raise LayerwiseError("--merge applies to --lora runs only")
-        if self.task == "lm" and not method.trains_on_text:
-            raise LayerwiseError(f"the lm task trains on text windows: --method "
-                                 f"{' or '.join(m.name for m in METHODS.values() if m.trains_on_text)}"
-                                 f" (got {self.method})")
         if (self.data or self.eval_data) and self.task != "lm":
             raise LayerwiseError("--data/--eval-data are the lm task's texts: add --task lm "
                                  "(other tasks take their files as --task-option)")
