@@ -45,9 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per run on Ray (default: %(default)s)")
     r.add_argument("--no-keep-full", action="store_true",
                    help="do not keep the full runs' checkpoints (full-seedS/; the delta estimator "
-                        "of `layerwise estimate` needs one)")
+                        "of `layerwise estimate` needs one) (default: off, they are kept)")
     r.add_argument("--force", action="store_true",
-                   help="use an out dir whose store belongs to a different sweep")
+                   help="use an out dir whose store belongs to a different sweep (default: off)")
 
 
 def _seeds(text: str) -> tuple[int, ...]:

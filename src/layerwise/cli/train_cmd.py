@@ -110,10 +110,11 @@ def run(args: argparse.Namespace) -> int:
         except LayerwiseError as exc:
             record_invalid(args.out, str(exc))
             raise
-        if config.out is None:
+        chosen = config.out is not None
+        if not chosen:
             config.out = default_out(config.method)
         out = config.out
-        result = TrainRecipe(config, model_config).run()
+        result = TrainRecipe(config, model_config, out_chosen=chosen).run()
     if result.status == "interrupted":
         print(f"layerwise: {result.failure}; "
               + (f"checkpoint {result.checkpoint}; resume with: layerwise train --resume {out}"

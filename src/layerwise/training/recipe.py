@@ -112,6 +112,7 @@ class TrainRecipe:
     base: Scores | None = None
     extra_callbacks: list = field(default_factory=list)
     resume: bool = False  # continue the interrupted run in config.out
+    out_chosen: bool = True  # False: config.out is a default (runs/<time>), not the user's
 
     def __post_init__(self):
         self.method = get_method(self.config.method)
@@ -389,7 +390,7 @@ class TrainRecipe:
 
     def _record_invalid(self, message: str) -> None:
         """Invalid arguments are recorded only where no earlier run's results would be lost."""
-        if self.main and not self.resume:
+        if self.main and not self.resume and self.out_chosen:
             self.result.wall_seconds = time.perf_counter() - self._t0
             run_dir.record_invalid(self.out, message, self.result)
 
