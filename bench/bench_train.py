@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/bench_train.py [--model M] [--block B] [--steps 6] [--json FILE]
 
-Each configuration runs in its own process (so the peak RSS of one does not hide another) with
-the same batch and sequence length, through the same code path as `layerwise train`:
-- SFT: SFTTrainer, batch 8 x 256 tokens of WikiText-2 test (../shared/data), loss on all tokens.
-- GRPO: GRPOTrainer on arithmetic, 8 completions of exactly 16 tokens per step (min = max new
-  tokens); the step time is split into generation (the same for every configuration) and the
-  update (forward + backward + optimizer step), which is what the trainable set changes.
+Each configuration runs in its own process (so the peak memory of one does not hide another) with
+the same batch and sequence length, through the recipe `layerwise train` runs
+(training/recipe.py: check -> setup -> build trainer -> fit; the base model is not scored, since
+only the training steps are measured):
+- SFT: the `lm` task, batch 8 x 256 tokens of WikiText-2 test (../shared/data), loss on all tokens.
+- GRPO: arithmetic, 8 completions of exactly 16 tokens per step (min = max new tokens); the step
+  time is split into generation (the same for every configuration) and the update (forward +
+  backward + optimizer step), which is what the trainable set changes.
 Configurations: `--layers B` (one middle block), `--full`, `--lora --rank 16` on every block's
 attention and MLP projections (the usual "LoRA on all blocks" baseline).
 The median over the steps after the first is printed, with the ratios the issue asks for.
@@ -28,42 +30,43 @@ CONFIGS = {"block": None, "full": {"full": True},
            "lora16": {"lora": True, "rank": 16, "lora_targets": "all", "lora_budget": "per-layer"}}
 
 
-def worker(args) -> dict:
-    import torch
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+def recipe_for(args, method: str, what: dict, steps: int):
+    """The recipe of `layerwise train` for this configuration, with the base scores skipped."""
+    from layerwise.training.config import ModelConfig, TrainConfig
+    from layerwise.training.recipe import TrainRecipe
+    from layerwise.training.result import Scores
 
-    from layerwise.evaluation.generation import ensure_pad_token
-    from layerwise.models import load_model
-    from layerwise.tasks import get_task, reward_function
-    from layerwise.training.callbacks import RunRecorder, peak_memory_mb
-    from layerwise.training.config import TrainConfig
-    from layerwise.training.methods import common_args
-    from layerwise.training.trainable import build_optimizer, optimizer_state_bytes, prepare_trainable
-
-    loaded = load_model(args.model, seed=0)
-    model, tok = loaded.model, loaded.tokenizer
-    ensure_pad_token(tok)
-    what = CONFIGS[args.config] or {"layers": str(args.block)}
-    config = TrainConfig(method=args.method, steps=args.steps, batch_size=8, num_generations=8,
-                         lr=1e-5, progress=False, **what)
-    trainable = prepare_trainable(model, config)
-    model = trainable.model
-    optimizer = build_optimizer(model, config)
-    recorder = RunRecorder()
-    base = common_args(config, "/tmp/layerwise-bench-train", [], torch.device("cpu"), torch.float32)
-    gen_seconds: list[float] = []
-    if args.method == "sft":
-        text = WIKITEXT.read_text(encoding="utf-8")
-        ids = tok(text[:400_000])["input_ids"]
-        rows = [{"text": tok.decode(ids[i * 300:(i + 1) * 300])} for i in range(8 * args.steps)]
-        trainer = SFTTrainer(model=model, args=SFTConfig(**base, max_length=256, packing=False),
-                             train_dataset=Dataset.from_list(rows), processing_class=tok,
-                             callbacks=[recorder], optimizers=(optimizer, None))
+    if method == "sft":
+        task = dict(task="lm", task_options={"seq_len": 256, "eval": str(WIKITEXT),
+                                             "train": str(WIKITEXT)}, max_length=256)
     else:
-        task = get_task("arithmetic")
-        rows = [it.to_row() for it in task.items("train", 8 * args.steps, 0)]
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        task = dict(task="arithmetic", num_generations=8, max_completion_length=16)
+    config = TrainConfig(method=method, steps=steps, batch_size=8, n_train=8 * steps, lr=1e-5,
+                         eval_n=1, general_seqs=1, general_seq_len=16, progress=False,
+                         report_to="none", **task, **what)
+    return TrainRecipe(config, ModelConfig(model=args.model), base=Scores(accuracy=0.0))
+
+
+def fixed_length(trainer, tokens: int = 16) -> None:
+    """GRPO completions of exactly `tokens` tokens, so every configuration samples the same."""
+    trainer.generation_config.min_new_tokens = tokens
+    if getattr(trainer, "generation_kwargs", None) is not None:
+        trainer.generation_kwargs["min_new_tokens"] = tokens
+
+
+def worker(args) -> dict:
+    from layerwise.training.callbacks import peak_memory_mb
+    from layerwise.training.trainable import optimizer_state_bytes
+
+    what = CONFIGS[args.config] or {"layers": str(args.block)}
+    recipe = recipe_for(args, args.method, what, args.steps)
+    recipe.check()
+    recipe.setup()
+    recipe.build_trainer()
+    gen_seconds: list[float] = []
+    if args.method != "sft":
+        fixed_length(recipe.trainer)
+        inner = recipe.model.get_base_model() if hasattr(recipe.model, "get_base_model") else recipe.model
         generate = inner.generate
 
         def timed_generate(*a, **k):
@@ -74,24 +77,16 @@ def worker(args) -> dict:
                 gen_seconds.append(time.perf_counter() - t0)
 
         inner.generate = timed_generate
-        grpo = GRPOConfig(**base, num_generations=8, max_completion_length=16,
-                          generation_kwargs={"min_new_tokens": 16}, temperature=1.0, beta=0.0,
-                          loss_type="grpo")
-        trainer = GRPOTrainer(model=model, reward_funcs=reward_function(task), args=grpo,
-                              train_dataset=Dataset.from_list(rows), processing_class=tok,
-                              callbacks=[recorder], optimizers=(optimizer, None))
-    for cb in list(trainer.callback_handler.callbacks):
-        if type(cb).__name__ in ("PrinterCallback", "ProgressCallback"):
-            trainer.remove_callback(cb)
-    trainer.train()
-    steps = recorder.step_seconds[1:]
-    out = {"config": args.config, "method": args.method, "trainable_params": trainable.trainable_params,
-           "total_params": trainable.total_params, "step_s": statistics.median(steps),
-           "optimizer_state_mb": optimizer_state_bytes(optimizer) / 2**20,
-           "peak_rss_mb": peak_memory_mb("cpu"), "blocks": len(trainable.blocks),
-           "description": trainable.description}
+    recipe.fit()
+    steps = recipe.recorder.step_seconds[1:]
+    t = recipe.trainable
+    out = {"config": args.config, "method": args.method, "trainable_params": t.trainable_params,
+           "total_params": t.total_params, "step_s": statistics.median(steps),
+           "optimizer_state_mb": optimizer_state_bytes(recipe.optimizer) / 2**20,
+           "peak_rss_mb": peak_memory_mb("cpu"), "blocks": len(t.blocks),
+           "description": t.description}
     if gen_seconds:
-        gens = gen_seconds[1:len(recorder.step_seconds)]
+        gens = gen_seconds[1:len(recipe.recorder.step_seconds)]
         out["generate_s"] = statistics.median(gens)
         out["update_s"] = statistics.median(s - g for s, g in zip(steps, gens))
     return out

@@ -147,13 +147,12 @@ class TrainRecipe:
 
         held = discover_layers(self.loaded.model) if self.loaded is not None else None
         check_against_structure(cfg, self.model_config, held)
-        if self.out is not None and self.main:
-            if self.resume:
-                self._prepare_resume()
-            else:
-                run_dir.claim(self.out, cfg.overwrite)
-                run_dir.write_config(self.out, self.model_config, cfg)
-                write_metrics(self.out, self.result.to_dict())
+        if self.out is not None and self.resume:
+            self._prepare_resume()  # every process: all must resume from the same checkpoint
+        elif self.out is not None and self.main:
+            run_dir.claim(self.out, cfg.overwrite)
+            run_dir.write_config(self.out, self.model_config, cfg)
+            write_metrics(self.out, self.result.to_dict())
 
     def _prepare_resume(self) -> None:
         prev = read_run(self.out)
@@ -177,7 +176,8 @@ class TrainRecipe:
             self.pairs = load_pairs(str(pairs_file))
             self.result.pairs = prev.pairs
         self.result.status = "running"
-        write_metrics(self.out, self.result.to_dict())
+        if self.main:
+            write_metrics(self.out, self.result.to_dict())
         log.info("resuming %s from step %d (%s)", self.out, step, self.resume_checkpoint)
 
     # ---- 2. setup ------------------------------------------------------------------------
@@ -385,6 +385,8 @@ class TrainRecipe:
                      + ("" if found else " (no checkpoint: nothing was trained yet)"))
         if state is not None:
             r.history = self.result.history + self.recorder.history
+            if self.recorder.first_step_at:
+                r.first_step_seconds = self.recorder.first_step_at - self._t0
         self._write()
         return r
 
