@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from layerwise.training.result import RunResult
 from layerwise.sweeps.runner import run_sweep
 from layerwise.sweeps.spec import SweepSpec
 
@@ -40,7 +41,7 @@ def main() -> None:
         rows = run_sweep(sweep, out, workers=workers, keep_full=False)
         wall = time.perf_counter() - start
         runs = [r for r in rows if r["label"] != "base"]
-        inside = sum(r["metrics"]["wall_seconds"] for r in runs)
+        inside = sum(RunResult.from_dict(r["metrics"]).wall_seconds for r in runs)
         res = {"workers": workers, "runs": len(runs), "wall_s": wall, "runs_wall_s": inside,
                "runs_per_hour": 3600 * len(runs) / wall,
                "overhead_pct": 100 * (wall * workers - inside) / inside}
