@@ -192,6 +192,10 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
             results = _in_process(todo, base_row["metrics"], ex, save)
         for run, result in results:
             _record(store, run, result, on_result)
+            if result["status"] == "interrupted":
+                # Ctrl-C reached the run (it stopped cleanly): the sweep stops too, and the run,
+                # not completed in the store, is redone when the sweep is run again.
+                raise KeyboardInterrupt
         ids = {r.run_id for r in runs}
         return [r for r in store.runs() if r["run_id"] in ids]
 
