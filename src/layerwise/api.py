@@ -185,45 +185,28 @@ def diagnose(model: str | None = None, *, data: str | None = None, metrics: str 
         diag = layerwise.diagnose("tiny:llama", metrics="removal,angular", seq_len=32, num_seqs=2)
         diag.column("removal_delta_pct")
     """
-    from layerwise.data import load_corpus, token_windows
-    from layerwise.diagnostics.context import DiagnosticContext, DiagnosticOptions
+    from layerwise.diagnostics.context import DiagnosticOptions
+    from layerwise.diagnostics.diagnose import diagnose_model
     from layerwise.diagnostics.registry import resolve_metrics
-    from layerwise.diagnostics.runner import run_diagnostics, write_outputs
-    from layerwise.models import discover_layers, load_model
-    from layerwise.selection import resolve_selection
 
     specs = resolve_metrics(metrics)
     if save and "prune" not in [m.name for m in specs]:
         raise LayerwiseError("save= writes the pruned model: add 'prune' to metrics")
-    options = dict(alphas=tuple(alpha), noise_fraction=noise_fraction, max_run=max_run, ridge=ridge,
-                   recovery_tolerance_pct=recovery_tolerance, recovery_max_steps=recovery_max_steps,
-                   recovery_lr=recovery_lr, recovery_eval_every=recovery_eval_every,
-                   prune_blocks=prune_blocks, batch_size=batch_size, seed=seed)
-    DiagnosticOptions(**options)  # refuse bad knobs before loading anything
+    options = DiagnosticOptions(  # refuse bad knobs before loading anything
+        alphas=tuple(alpha), noise_fraction=noise_fraction, max_run=max_run, ridge=ridge,
+        recovery_tolerance_pct=recovery_tolerance, recovery_max_steps=recovery_max_steps,
+        recovery_lr=recovery_lr, recovery_eval_every=recovery_eval_every,
+        prune_blocks=prune_blocks, batch_size=batch_size, seed=seed)
     if save and Path(save).exists() and any(Path(save).iterdir()):
         raise LayerwiseError(f"save={save} already exists and is not empty; choose a new directory")
-    loaded = load_model(model, dtype=dtype, device=device, seed=seed,
-                        trust_remote_code=trust_remote_code)
-    layers = discover_layers(loaded.model)
-    if layers.num_blocks < 2 and any(m.name in ("removal", "prune") for m in specs):
-        raise LayerwiseError(f"the model has {layers.num_blocks} block: removing it would leave no block")
-    if recovery_blocks is not None:
-        options["recovery_blocks"] = resolve_selection(layers, recovery_blocks).blocks
-    corpus = load_corpus(data, text_field)
-    windows = token_windows(loaded.tokenizer, corpus, seq_len, num_seqs, loaded.context_length)
-    ctx = DiagnosticContext(model=loaded.model, layers=layers, windows=windows,
-                            options=DiagnosticOptions(**options), progress=progress)
-    doc = run_diagnostics(ctx, specs, loaded.source, corpus.source)
-    paths = write_outputs(doc, Path(out)) if out is not None else []
-    pruned = None
-    if save:
-        from layerwise.diagnostics.prune import save_pruned
-
-        order = doc["metrics"]["prune"]["extra"]["order"]
-        pruned = save_pruned(loaded.model, loaded.tokenizer, layers, order, Path(save))
+    diagnosis = diagnose_model(model, specs, options, data=data, text_field=text_field,
+                               seq_len=seq_len, num_seqs=num_seqs, dtype=dtype, device=device,
+                               trust_remote_code=trust_remote_code, recovery_blocks=recovery_blocks,
+                               out=out, save=save, progress=progress)
+    doc = diagnosis.document
     return DiagnoseResult(metrics=list(doc["metrics"]), layers=doc["layers"],
                           baseline_perplexity=doc["baseline_perplexity"], document=doc,
-                          paths=list(paths), pruned=pruned)
+                          paths=diagnosis.paths, pruned=diagnosis.pruned)
 
 
 # ---- sweep ------------------------------------------------------------------------------------
@@ -268,11 +251,10 @@ def sweep(model: str | None = None, *, task: str, method: str = "sft", layers: s
     """
     from dataclasses import fields
 
-    # train_options() is what keeps a sweep's run ids stable; the command's own, so ids match it
-    from layerwise.cli.sweep_cmd import train_options as sweep_train_options
     from layerwise.sweeps.outputs import write_sweep_outputs
     from layerwise.sweeps.runner import run_sweep
     from layerwise.sweeps.spec import SweepSpec
+    from layerwise.sweeps.spec import train_options as sweep_train_options  # the command's run ids
     from layerwise.tasks.registry import parse_task_options
     from layerwise.training.config import TrainConfig
 
@@ -365,16 +347,17 @@ def compare(base: str | Path, *tuned: str | Path, tol: float | str | Iterable[fl
         cmp.sparsity("x"), cmp.document["runs"][0]["blocks"]
     """
     from layerwise.analysis.checkpoints import resolve_checkpoint
+    from layerwise.analysis.compare_doc import compare_document, run_labels, write_compare
     from layerwise.analysis.diff import compare_many
 
     if not tuned:
         raise LayerwiseError("compare needs at least one tuned checkpoint after the base")
     tols = _tols(tol)
     paths = [str(resolve_checkpoint(t)) for t in tuned]  # run dirs -> RUN/merged or RUN/model
-    names = _labels(paths, labels)
+    names = run_labels(paths, labels)
     comparison = compare_many(str(base), paths, tols, ranks=ranks, rounding=rounding)
     doc, failed = compare_document(str(base), paths, names, comparison, rounding, expect_layers)
-    report = _write_compare(doc, Path(out)) if out is not None else None
+    report = write_compare(doc, Path(out)) if out is not None else None
     return CompareResult(labels=names, tuned=paths, tols=list(comparison.diffs[0].tols),
                          comparison=comparison, document=doc, failed_checks=failed, report=report)
 
@@ -385,102 +368,4 @@ def _tols(tol) -> list[float]:
         return [float(t) for t in items if str(t).strip()]
     except (TypeError, ValueError):
         raise LayerwiseError(f"tol={tol!r}: expected a number or several, e.g. (1e-5, 0)") from None
-
-
-# The compare.json document is assembled in cli/compare_cmd.py, not in the library; until it
-# moves there, this is the same assembly from the same library functions, and
-# tests/test_python_api.py checks that both write the same compare.json.
-
-def _labels(tuned: list[str], given: Iterable[str] | None) -> list[str]:
-    if given is not None:
-        labels = [str(x).strip() for x in given]
-        if len(labels) != len(tuned) or not all(labels):
-            raise LayerwiseError(f"labels gives {len(labels)} names for {len(tuned)} tuned checkpoints")
-    else:  # out/demo/grpo-full-s0/model -> grpo-full-s0
-        labels = [Path(t).parent.name if Path(t).name in ("model", "merged") else Path(t).name or t
-                  for t in tuned]
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):  # keep names unique
-        seen[label] = seen.get(label, 0) + 1
-        if seen[label] > 1:
-            labels[i] = f"{label}#{seen[label]}"
-    return labels
-
-
-def _own_selection(tuned: str) -> str | None:
-    """The `layers` spec a `layerwise train` run was made with (metrics.json beside model/)."""
-    from layerwise.fileio import read_json
-
-    metrics = Path(tuned).parent / "metrics.json"
-    if Path(tuned).name != "model" or not metrics.is_file():
-        return None
-    config = (read_json(metrics) or {}).get("config") or {}
-    if config.get("layers") and not config.get("full") and not config.get("lora"):
-        return str(config["layers"])
-    return None
-
-
-def compare_document(base: str, tuned: list[str], labels: list[str], comparison: Comparison,
-                     rounding: str, expect_layers: str | None) -> tuple[dict, list[str]]:
-    """(compare.json as a dict, labels whose selection check failed against `expect_layers`)."""
-    from layerwise.analysis.diff import REL_RANK_TOL
-    from layerwise.analysis.summary import (block_index_map, group_rows, meta_layers,
-                                            selection_check, tensor_rows)
-    from layerwise.selection.resolve import resolve_selection
-
-    tols = comparison.diffs[0].tols
-    layers = meta_layers(base)
-    groups = block_index_map(layers)
-    if expect_layers and layers is None:
-        raise LayerwiseError(f"expect_layers: cannot find the blocks of {base} (no config.json or "
-                             "an unknown architecture)")
-    doc: dict = {"base": base, "tolerances": list(tols), "precision": "float32 differences",
-                 "rounding": rounding, "rel_rank_tol": REL_RANK_TOL, "runs": [], "overlap": []}
-    failed = []
-    for label, path, diff in zip(labels, tuned, comparison.diffs):
-        ranks = [t.rank_fraction for t in diff.tensors
-                 if t.rank_fraction is not None and t.changed[tols[0]] > 0]
-        spec = expect_layers or (_own_selection(path) if layers is not None else None)
-        check = None
-        if spec:
-            check = {"spec": spec, **selection_check(diff, resolve_selection(layers, spec).names, tols[0])}
-            if expect_layers and not check["ok"]:
-                failed.append(label)
-        doc["runs"].append({
-            "label": label, "tuned": path, "tuned_dtypes": diff.tuned_dtypes,
-            "base_rounded_to": diff.base_rounded_to, "tuned_rounded_to": diff.tuned_rounded_to,
-            "global_sparsity": {f"{t:g}": diff.sparsity(t) for t in tols}, "missing": diff.missing,
-            "mean_rank_fraction_of_updated_matrices": sum(ranks) / len(ranks) if ranks else None,
-            "magnitude_ratio": diff.magnitude_ratio, "selection_check": check,
-            "blocks": group_rows(diff, groups, "block"), "modules": group_rows(diff, groups, "module"),
-            "tensors": tensor_rows(diff)})
-    for (i, j), o in comparison.overlaps.items():
-        doc["overlap"].append({"a": labels[i], "b": labels[j], **o})
-    if len(labels) > 1:
-        doc["overlap_matrix"] = {"labels": labels, "tol": comparison.overlap_tol,
-                                 "o1": comparison.overlap_matrix("o1"),
-                                 "chance": comparison.overlap_matrix("o1_rand")}
-    return doc, failed
-
-
-def _write_compare(doc: dict, out: Path) -> Path:
-    """compare.json, per-run CSVs, overlap.csv, plots and report.html (as the command writes)."""
-    from layerwise.analysis.summary import to_csv, to_json
-    from layerwise.fileio import atomic_write_text
-    from layerwise.reporting.compare_report import compare_html, write_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("run*_*.csv"):  # from an earlier compare with more runs into this dir
-        index = stale.name[3:].split("_", 1)[0]
-        if index.isdigit() and int(index) >= len(doc["runs"]):
-            stale.unlink()
-    if not doc["overlap"]:
-        (out / "overlap.csv").unlink(missing_ok=True)
-    for i, run in enumerate(doc["runs"]):
-        for part in ("tensors", "blocks", "modules"):
-            atomic_write_text(out / f"run{i}_{part}.csv", to_csv(run[part]))
-    if doc["overlap"]:
-        atomic_write_text(out / "overlap.csv", to_csv(doc["overlap"]))
-    atomic_write_text(out / "compare.json", to_json(doc))
-    return compare_html(doc, write_plots(doc, out), out / "report.html")
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import atomic_write_text, read_json
 
 NAME = "compare"
 # below this, the changed entries are much smaller than typical ones: a low-precision fingerprint
@@ -46,83 +45,28 @@ def _tols(text: str) -> list[float]:
         raise LayerwiseError(f"--tol {text!r}: expected comma-separated numbers") from None
 
 
-def _labels(tuned: list[str], given: str | None) -> list[str]:
-    if given is not None:
-        labels = [x.strip() for x in given.split(",")]
-        if len(labels) != len(tuned) or not all(labels):
-            raise LayerwiseError(f"--labels gives {len(labels)} names for {len(tuned)} tuned checkpoints")
-    else:  # out/demo/grpo-full-s0/model -> grpo-full-s0
-        labels = [Path(t).parent.name if Path(t).name in ("model", "merged") else Path(t).name or t
-                  for t in tuned]
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):  # keep names unique
-        seen[label] = seen.get(label, 0) + 1
-        if seen[label] > 1:
-            labels[i] = f"{label}#{seen[label]}"
-    return labels
-
-
-def _own_selection(tuned: str) -> str | None:
-    """The --layers spec a `layerwise train` run was made with (metrics.json beside model/)."""
-    metrics = Path(tuned).parent / "metrics.json"
-    if Path(tuned).name != "model" or not metrics.is_file():
-        return None
-    config = (read_json(metrics) or {}).get("config") or {}
-    if config.get("layers") and not config.get("full") and not config.get("lora"):
-        return str(config["layers"])
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     from layerwise.analysis.checkpoints import resolve_checkpoint
-    from layerwise.analysis.diff import REL_RANK_TOL, compare_many
-    from layerwise.analysis.summary import (group_rows, meta_layers, block_index_map,
-                                            selection_check, tensor_rows, to_csv, to_json)
-    from layerwise.selection.resolve import resolve_selection
+    from layerwise.analysis.compare_doc import compare_document, run_labels, write_compare
+    from layerwise.analysis.diff import compare_many
 
     tols = _tols(args.tol)
     args.tuned = [str(resolve_checkpoint(t)) for t in args.tuned]  # run dirs -> RUN/model
-    labels = _labels(args.tuned, args.labels)
+    labels = run_labels(args.tuned, None if args.labels is None else args.labels.split(","),
+                        name="--labels")
     comparison = compare_many(args.base, args.tuned, tols, ranks=not args.no_rank,
                               rounding=args.rounding)
     tols = comparison.diffs[0].tols
-    layers = meta_layers(args.base)  # one meta-device model for grouping and selection checks
-    groups = block_index_map(layers)
-    if args.expect_layers and layers is None:
-        raise LayerwiseError(f"--expect-layers: cannot find the blocks of {args.base} (no config.json "
-                             "or an unknown architecture)")
-    doc: dict = {"base": args.base, "tolerances": list(tols), "precision": "float32 differences",
-                 "rounding": args.rounding, "rel_rank_tol": REL_RANK_TOL, "runs": [], "overlap": []}
-    lines, failed_checks = [], []
-    for label, tuned, diff in zip(labels, args.tuned, comparison.diffs):
-        blocks = group_rows(diff, groups, "block")
-        ranks = [t.rank_fraction for t in diff.tensors if t.rank_fraction is not None
-                 and t.changed[tols[0]] > 0]
-        spec = args.expect_layers or (_own_selection(tuned) if layers is not None else None)
-        check = None
-        if spec:
-            check = {"spec": spec, **selection_check(diff, resolve_selection(layers, spec).names, tols[0])}
-            if args.expect_layers and not check["ok"]:
-                failed_checks.append(label)
-        run = {"label": label, "tuned": tuned, "tuned_dtypes": diff.tuned_dtypes,
-               "base_rounded_to": diff.base_rounded_to, "tuned_rounded_to": diff.tuned_rounded_to,
-               "global_sparsity": {f"{t:g}": diff.sparsity(t) for t in tols}, "missing": diff.missing,
-               "mean_rank_fraction_of_updated_matrices": sum(ranks) / len(ranks) if ranks else None,
-               "magnitude_ratio": diff.magnitude_ratio,
-               "selection_check": check, "blocks": blocks, "modules": group_rows(diff, groups, "module"),
-               "tensors": tensor_rows(diff)}
-        doc["runs"].append(run)
-        lines += _run_lines(label, run, diff, tols)
-    for (i, j), o in comparison.overlaps.items():
-        doc["overlap"].append({"a": labels[i], "b": labels[j], **o})
-        lines.append(f"overlap {labels[i]} / {labels[j]}: o1 {_fmt(o['o1'])} (chance "
+    doc, failed_checks = compare_document(args.base, args.tuned, labels, comparison, args.rounding,
+                                          args.expect_layers, expect_name="--expect-layers")
+    lines = []
+    for run, diff in zip(doc["runs"], comparison.diffs):
+        lines += _run_lines(run["label"], run, diff, tols)
+    for o in doc["overlap"]:
+        lines.append(f"overlap {o['a']} / {o['b']}: o1 {_fmt(o['o1'])} (chance "
                      f"{_fmt(o['o1_rand'])}), o2 {_fmt(o['o2'])} (chance {_fmt(o['o2_rand'])})")
-    if len(labels) > 1:
-        doc["overlap_matrix"] = {"labels": labels, "tol": comparison.overlap_tol,
-                                 "o1": comparison.overlap_matrix("o1"),
-                                 "chance": comparison.overlap_matrix("o1_rand")}
     if args.out:
-        lines.append(f"wrote {_write(doc, Path(args.out), to_csv, to_json)}")
+        lines.append(f"wrote {write_compare(doc, Path(args.out))}")
     sys.stdout.write("\n".join(lines) + "\n")
     if failed_checks:
         sys.stderr.write(f"layerwise: --expect-layers {args.expect_layers}: changed entries outside "
@@ -173,22 +117,3 @@ def _rounding_note(diff) -> str:
     if diff.base_rounded_to:
         return f" (stored {stored}; base rounded to {', '.join(diff.base_rounded_to)} first)"
     return ""
-
-
-def _write(doc: dict, out: Path, to_csv, to_json) -> Path:
-    from layerwise.reporting.compare_report import compare_html, write_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("run*_*.csv"):  # from an earlier compare with more runs into this dir
-        index = stale.name[3:].split("_", 1)[0]
-        if index.isdigit() and int(index) >= len(doc["runs"]):
-            stale.unlink()
-    if not doc["overlap"]:
-        (out / "overlap.csv").unlink(missing_ok=True)
-    for i, run in enumerate(doc["runs"]):
-        for part in ("tensors", "blocks", "modules"):
-            atomic_write_text(out / f"run{i}_{part}.csv", to_csv(run[part]))
-    if doc["overlap"]:
-        atomic_write_text(out / "overlap.csv", to_csv(doc["overlap"]))
-    atomic_write_text(out / "compare.json", to_json(doc))
-    return compare_html(doc, write_plots(doc, out), out / "report.html")

@@ -93,51 +93,35 @@ def summary_table(diag: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.list_metrics:
         return _list_metrics()
-    from layerwise.data import load_corpus, token_windows
-    from layerwise.diagnostics.context import DiagnosticContext, DiagnosticOptions
+    from layerwise.diagnostics.context import DiagnosticOptions
+    from layerwise.diagnostics.diagnose import diagnose_model
     from layerwise.diagnostics.registry import resolve_metrics
-    from layerwise.diagnostics.runner import run_diagnostics, write_outputs
-    from layerwise.models import discover_layers, load_model
-    from layerwise.selection import resolve_selection
 
     metrics = resolve_metrics(args.metrics)
     if args.save and "prune" not in [m.name for m in metrics]:
         raise LayerwiseError("--save writes the pruned model: add 'prune' to --metrics")
-    options_kw = dict(
+    options = DiagnosticOptions(  # refuse bad knobs before loading anything
         alphas=args.alpha, noise_fraction=args.noise_fraction, max_run=args.max_run,
         ridge=args.ridge, recovery_tolerance_pct=args.recovery_tolerance,
         recovery_max_steps=args.recovery_max_steps, recovery_lr=args.recovery_lr,
         recovery_eval_every=args.recovery_eval_every, prune_blocks=args.prune_blocks,
         batch_size=args.batch_size, seed=args.seed,
     )
-    DiagnosticOptions(**options_kw)  # refuse bad knobs before loading anything
     if args.save and Path(args.save).exists() and any(Path(args.save).iterdir()):
         raise LayerwiseError(f"--save {args.save} already exists and is not empty; choose a new directory")
 
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed,
-                        trust_remote_code=args.trust_remote_code)
-    layers = discover_layers(loaded.model)
-    if layers.num_blocks < 2 and any(m.name in ("removal", "prune") for m in metrics):
-        raise LayerwiseError(
-            f"the model has {layers.num_blocks} block: removing it would leave no block"
-        )
-    if args.recovery_blocks is not None:
-        options_kw["recovery_blocks"] = resolve_selection(layers, args.recovery_blocks).blocks
-    corpus = load_corpus(args.data, args.text_field)
-    windows = token_windows(loaded.tokenizer, corpus, args.seq_len, args.num_seqs,
-                            loaded.context_length)
-    ctx = DiagnosticContext(model=loaded.model, layers=layers, windows=windows,
-                            options=DiagnosticOptions(**options_kw),
-                            progress=not args.no_progress and not args.quiet)
-    diag = run_diagnostics(ctx, metrics, loaded.source, corpus.source)
+    diagnosis = diagnose_model(
+        args.model, metrics, options, data=args.data, text_field=args.text_field,
+        seq_len=args.seq_len, num_seqs=args.num_seqs, dtype=args.dtype, device=args.device,
+        trust_remote_code=args.trust_remote_code, recovery_blocks=args.recovery_blocks,
+        out=args.out or None, save=args.save or None,
+        progress=not args.no_progress and not args.quiet)
+    diag = diagnosis.document
     print(summary_table(diag))
     if args.out:
-        written = write_outputs(diag, Path(args.out))
+        written = diagnosis.paths
         print(f"\nwrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
     if args.save:
-        from layerwise.diagnostics.prune import save_pruned
-
         order = diag["metrics"]["prune"]["extra"]["order"]
-        path = save_pruned(loaded.model, loaded.tokenizer, layers, order, Path(args.save))
-        print(f"wrote the model without blocks {sorted(order)} to {path}", file=sys.stderr)
+        print(f"wrote the model without blocks {sorted(order)} to {diagnosis.pruned}", file=sys.stderr)
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import fields
 
 from layerwise.cli.args import add_config_arguments, cli_fields, config_values
 from layerwise.cli.main import add_model_args
@@ -18,10 +17,6 @@ from layerwise.training.config import TrainConfig
 
 NAME = "sweep"
 HELP = "train each selection (e.g. every block) and full, and report the layer contribution C(k)"
-# Stored in every sweep's run ids since the first sweeps: always present, so their ids stay stable.
-LEGACY_TRAIN_KEYS = ("steps", "lr", "batch_size", "num_generations", "n_train", "eval_n",
-                     "max_completion_length", "temperature")
-SPEC_FIELDS = ("task", "task_options", "method")  # SweepSpec's own fields, not per-run training
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,21 +55,10 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def train_options(values: dict) -> dict:
-    """The per-run training options of a sweep: the legacy keys always, others when not default."""
-    defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
-                for f in fields(TrainConfig)}
-    out = {k: values[k] for k in LEGACY_TRAIN_KEYS}
-    for key, value in values.items():
-        if key not in out and key not in SPEC_FIELDS and value != defaults.get(key):
-            out[key] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from layerwise.sweeps.outputs import write_sweep_outputs
     from layerwise.sweeps.runner import run_sweep
-    from layerwise.sweeps.spec import SweepSpec
+    from layerwise.sweeps.spec import SweepSpec, train_options
 
     if not args.out:
         raise LayerwiseError("--out DIR is required (the sweep's store lives there, so it resumes)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from layerwise.errors import LayerwiseError
@@ -26,6 +26,10 @@ from layerwise.training.config import TrainConfig
 
 BASE_LABEL = "base"
 FULL_LABEL = "full"
+# Stored in every sweep's run ids since the first sweeps: always present, so their ids stay stable.
+LEGACY_TRAIN_KEYS = ("steps", "lr", "batch_size", "num_generations", "n_train", "eval_n",
+                     "max_completion_length", "temperature")
+SPEC_FIELDS = ("task", "task_options", "method")  # SweepSpec's own fields, not per-run training
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,22 @@ class SweepSpec:
     def summary(self) -> str:
         return (f"{self.method} on {self.task} for {self.model or 'embedded'}, layers "
                 f"{self.layers!r}, seeds {','.join(map(str, self.seeds))}")
+
+
+def train_options(values: dict) -> dict:
+    """The per-run training options of a sweep (`SweepSpec.train`), from TrainConfig field values.
+
+    The legacy keys always, every other option only when it differs from its default, and never
+    the spec's own fields: a run's id hashes these, so a sweep keeps its ids when TrainConfig
+    gains an option, and the command and `layerwise.sweep()` give the same ids.
+    """
+    defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+                for f in fields(TrainConfig)}
+    out = {k: values[k] for k in LEGACY_TRAIN_KEYS}
+    for key, value in values.items():
+        if key not in out and key not in SPEC_FIELDS and value != defaults.get(key):
+            out[key] = value
+    return out
 
 
 def _items(layers: str) -> list[str]:
