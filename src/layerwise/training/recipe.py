@@ -133,6 +133,10 @@ class TrainRecipe:
     def check(self) -> None:
         """Everything that can be refused without loading weights."""
         cfg = self.config
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":  # set by accelerate launch
+            raise LayerwiseError("FSDP is not supported yet: transformers' Trainer refuses the "
+                                 "blocks-only optimizer under FSDP; launch with DDP instead "
+                                 "(docs/distributed.md)")
         self.task = get_task(cfg.task, **cfg.task_kwargs())
         if cfg.pairs:
             self.pairs = load_pairs(cfg.pairs)
@@ -184,6 +188,8 @@ class TrainRecipe:
     def setup(self) -> None:
         cfg, mc = self.config, self.model_config
         if self.loaded is None:
+            if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda": this process's GPU
             self.loaded = load_model(mc.model, dtype=mc.dtype, device=mc.device, seed=cfg.seed,
                                      trust_remote_code=mc.trust_remote_code,
                                      **self._tokenizer_args())
