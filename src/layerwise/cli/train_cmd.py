@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
             config.out = default_out(config.method)
         out = config.out
         result = TrainRecipe(config, model_config, out_chosen=chosen).run()
+    from layerwise.training.recipe import is_main_process
+
+    if not is_main_process():  # under a multi-process launch the main process reports
+        return INTERRUPTED if result.status == "interrupted" else 0 if result.ok else 2
     if result.status == "interrupted":
         print(f"layerwise: {result.failure}; "
               + (f"checkpoint {result.checkpoint}; resume with: layerwise train --resume {out}"

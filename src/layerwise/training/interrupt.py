@@ -78,12 +78,26 @@ class GracefulStop(TrainerCallback):
         self.training = True
 
     def on_step_end(self, args, state, control, **kw):
-        if self.requested is not None:
+        if _any_rank(self.requested is not None):
             control.should_save = True
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kw):
         self.training = False
+
+
+def _any_rank(flag: bool) -> bool:
+    """`flag` on any process of a multi-process run, so that every rank stops at the same step
+    (one that stopped alone would leave the others waiting in a collective)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 class CheckpointSeal(TrainerCallback):
