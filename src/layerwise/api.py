@@ -64,9 +64,10 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     except LayerwiseError as exc:
         record_invalid(options.get("out"), str(exc))
         raise
-    if train_config.out is None:
+    chosen = train_config.out is not None
+    if not chosen:
         train_config.out = default_out(train_config.method)
-    return run_training(train_config, model_config, extra_callbacks=callbacks)
+    return run_training(train_config, model_config, extra_callbacks=callbacks, out_chosen=chosen)
 
 
 def resume(out: str | Path, *, callbacks: list | None = None, progress: bool = True) -> RunResult:

@@ -150,18 +150,24 @@ def _wait_for_steps(out, proc, timeout=120):
     time.sleep(1.5)  # inside the training loop now
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130_then_resume_finishes(tmp_path):
+def _ctrl_c(proc, wait=None) -> str:
+    """Ctrl-C once `wait()` returns; the process's stderr. Never leaves the process behind."""
+    try:
+        if wait is not None:
+            wait()
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "run"
     args = ["--model", "tiny:llama", "--layers", "1", "--steps", "100000", "--batch-size", "4",
             "--eval-n", "2", "--general-seqs", "1", "--general-seq-len", "32", "-q"]
     proc = _launch(args, out)
-    try:
-        _wait_for_steps(out, proc)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    err = _ctrl_c(proc, lambda: _wait_for_steps(out, proc))
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("layerwise: interrupted at step ") and f"layerwise train --resume {out}" in last
@@ -197,13 +203,7 @@ def test_kill_9_leaves_running_which_later_commands_explain(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-m", "layerwise", "train", "--resume", str(out), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    try:
-        time.sleep(12)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    err = _ctrl_c(proc, lambda: time.sleep(12))
     assert proc.returncode == 130, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["resumed_from_step"] >= 3

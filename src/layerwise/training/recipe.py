@@ -45,7 +45,7 @@ from layerwise.training.methods import common_args, get_method
 from layerwise.training.outputs import plot_curves, save_model_atomic, write_metrics
 from layerwise.training.preference import load_pairs, self_sampled_pairs
 from layerwise.training.result import (Forgetting, RunResult, Scores, TrainableSummary,
-                                       latest_checkpoint, read_run)
+                                       latest_checkpoint, process_alive, read_run)
 from layerwise.training.subnetwork import SubnetworkMask, build_masks, closeness
 from layerwise.training.trainable import (build_optimizer, enable_checkpointing,
                                           optimizer_state_bytes, prepare_trainable)
@@ -162,6 +162,9 @@ class TrainRecipe:
         prev = read_run(self.out)
         if prev.status == "completed":
             raise LayerwiseError(f"{self.out}: the run already completed; nothing to resume")
+        if self.main and prev.status == "running" and process_alive(prev.owner):
+            raise LayerwiseError(f"{self.out}: the run is still in progress (process "
+                                 f"{prev.owner.get('pid')}); stop it first (Ctrl-C saves a checkpoint)")
         found = latest_checkpoint(self.out)
         if found is None:
             raise LayerwiseError(f"{self.out}: no complete checkpoint to resume from (the run "

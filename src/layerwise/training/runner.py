@@ -17,7 +17,7 @@ __all__ = ["EVAL_SEED", "Scored", "TrainRecipe", "score_base", "score_model", "t
 
 def train(config: TrainConfig, model: str | ModelConfig | None = None, *,
           extra_callbacks: list | None = None, loaded: LoadedModel | None = None,
-          base: Scores | None = None) -> RunResult:
+          base: Scores | None = None, out_chosen: bool = True) -> RunResult:
     """Train as `config` says, on `model` (a --model spec or a ModelConfig), scored before and after.
 
     `loaded` (a model the caller already holds, trained in place) and `base` (the base model's
@@ -25,7 +25,7 @@ def train(config: TrainConfig, model: str | ModelConfig | None = None, *,
     """
     model_config = model if isinstance(model, ModelConfig) else ModelConfig(model=model)
     recipe = TrainRecipe(config, model_config, loaded=loaded, base=base,
-                         extra_callbacks=list(extra_callbacks or []))
+                         extra_callbacks=list(extra_callbacks or []), out_chosen=out_chosen)
     return recipe.run()
 
 
