@@ -150,3 +150,25 @@ def test_unreachable_ray_address_is_one_line(capsys, toy_task, tmp_path):
                          str(tmp_path), "--backend", "ray", "--ray-address", "127.0.0.1:1", "-q")
     _one_line_error(code, out, err, r"cannot reach the Ray cluster at 127.0.0.1:1")
     assert not (tmp_path / "sweep.sqlite").exists()
+
+
+def test_contribution_of_lm_runs_uses_the_held_out_loss():
+    """For the lm task S is the held-out loss: a block that lowers it half as much as full
+    training has C = 0.5, and one that matches full training C = 1 (the same ratio as accuracy)."""
+    from layerwise.sweeps.contribution import contributions
+    from layerwise.training.result import RunResult, Scores, TrainableSummary
+
+    def row(label, seed, loss, blocks=(0,)):
+        result = RunResult(status="completed", task="lm", final=Scores(loss=loss),
+                           base=Scores(loss=5.0), trainable=TrainableSummary(params=10, share=0.1))
+        return {"label": label, "seed": seed, "status": "completed", "error": None,
+                "spec": {"blocks": list(blocks)}, "metrics": result.to_dict()}
+
+    rows = [{"label": "base", "seed": 0, "status": "completed", "error": None, "spec": {"blocks": []},
+             "metrics": {"task": "lm", "n": 4, **Scores(loss=5.0, perplexity=148.4).__dict__}},
+            row("full", 0, 3.0, (0, 1)), row("block 0", 0, 4.0), row("block 1", 0, 3.0, (1,)),
+            row("block 2", 0, 5.5, (2,))]
+    s_base, full, table = contributions(rows)
+    assert s_base == 5.0 and full == {0: 3.0}
+    c = {r.label: r.contribution_mean for r in table}
+    assert c == {"full": 1.0, "block 0": 0.5, "block 1": 1.0, "block 2": -0.25}
