@@ -182,3 +182,29 @@ def test_kto_through_the_cli(capsys, tmp_path, toy_task):
     assert m["method"] == "kto" and m["pairs"]["pairs"] > 0
     assert (tmp_path / "k" / "pairs.jsonl").is_file()
     assert any(k.startswith("kl") or "rewards/chosen" in k for h in m["history"] for k in h)
+
+
+def test_lm_task_from_scratch_with_a_trained_bpe(capsys, tmp_path):
+    """A sized tiny model, a BPE trained on the training text, the lm task: loss goes down, the
+    tokenizer is saved with the model, and config.yaml repeats the run."""
+    words = " ".join(f"the cat {i % 7} sat on the mat {i % 5}." for i in range(600))
+    (tmp_path / "train.txt").write_text(words)
+    (tmp_path / "eval.txt").write_text(words[::-1][:4000][::-1])
+    args = ["--model", "tiny:llama:layers=3,hidden=64,heads=4,ffn=128", "--tokenizer", "bpe:300",
+            "--task", "lm", "--data", str(tmp_path / "train.txt"), "--eval-data",
+            str(tmp_path / "eval.txt"), "--task-option", "seq_len=32", "--full", "--steps", "12",
+            "--batch-size", "8", "--n-train", "64", "--eval-n", "4", "--lr", "3e-3",
+            "--general-seqs", "1", "--general-seq-len", "32", "-q"]
+    code, out, err = run(capsys, "train", *args, "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["base"]["accuracy"] is None and m["final"]["loss"] < m["base"]["loss"] - 0.3
+    assert m["final"]["perplexity"] == pytest.approx(2.718281828 ** m["final"]["loss"], rel=1e-6)
+    assert "lm loss       base" in out
+    tok = json.loads((tmp_path / "a" / "model" / "tokenizer.json").read_text())
+    assert len(tok["model"]["vocab"]) + len(tok.get("added_tokens", [])) >= 296
+    code, out, err = run(capsys, "train", "--config", str(tmp_path / "a" / "config.yaml"),
+                         "--out", str(tmp_path / "b"), "-q")
+    assert code == 0, err
+    mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert mb["final"]["loss"] == m["final"]["loss"]
