@@ -202,7 +202,9 @@ def test_lm_task_from_scratch_with_a_trained_bpe(capsys, tmp_path):
     assert m["final"]["perplexity"] == pytest.approx(2.718281828 ** m["final"]["loss"], rel=1e-6)
     assert "lm loss       base" in out
     tok = json.loads((tmp_path / "a" / "model" / "tokenizer.json").read_text())
-    assert len(tok["model"]["vocab"]) + len(tok.get("added_tokens", [])) >= 296
+    cfg = json.loads((tmp_path / "a" / "model" / "config.json").read_text())
+    assert 260 < len(tok["model"]["vocab"]) <= 300 and tok["model"]["merges"]  # a trained BPE
+    assert cfg["vocab_size"] == len(tok["model"]["vocab"])  # the model was sized to it
     code, out, err = run(capsys, "train", "--config", str(tmp_path / "a" / "config.yaml"),
                          "--out", str(tmp_path / "b"), "-q")
     assert code == 0, err
