@@ -210,3 +210,16 @@ def test_lm_task_from_scratch_with_a_trained_bpe(capsys, tmp_path):
     assert code == 0, err
     mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert mb["final"]["loss"] == m["final"]["loss"]
+
+
+def test_a_task_whose_items_raise_is_refused_before_loading(capsys, tmp_path):
+    task = tmp_path / "broken.py"
+    task.write_text("class T:\n    name = 'broken'\n    def items(self, split, n, seed):\n"
+                    "        raise KeyError('no such split file')\n    def score(self, c, i):\n"
+                    "        return 0.0\n    def extract(self, c, i):\n        return c\n"
+                    "def make_task():\n    return T()\n")
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", *FAST, "--layers", "1", "--task", f"{task}:make_task",
+                            "--out", str(out))
+    _one_line_error(code, stdout, err, r"task 'broken': items\(\) failed: KeyError")
+    assert json.loads((out / "metrics.json").read_text())["status"] == "invalid"

@@ -138,6 +138,17 @@ class TrainRecipe:
                                  "blocks-only optimizer under FSDP; launch with DDP instead "
                                  "(docs/distributed.md)")
         self.task = get_task(cfg.task, **cfg.task_kwargs())
+        if getattr(self.task, "kind", None) != "lm":
+            # Reads the task's data files now (one item of each split), not after the base
+            # model has been scored: a missing or malformed file is refused before any loading.
+            try:
+                self.task.items("train", 1, cfg.seed)
+                self.task.items("eval", 1, EVAL_SEED)
+            except LayerwiseError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a user's task file: one line, not a traceback
+                raise LayerwiseError(f"task {self.task.name!r}: items() failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         if cfg.pairs:
             self.pairs = load_pairs(cfg.pairs)
         if self.method.is_rl or self.method.needs_pairs:
