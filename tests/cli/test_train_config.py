@@ -223,3 +223,17 @@ def test_a_task_whose_items_raise_is_refused_before_loading(capsys, tmp_path):
                             "--out", str(out))
     _one_line_error(code, stdout, err, r"task 'broken': items\(\) failed: KeyError")
     assert json.loads((out / "metrics.json").read_text())["status"] == "invalid"
+
+
+def test_dry_run_resolves_without_loading_or_writing(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", *FAST, "--layers", "1-2", "--out", str(out), "--dry-run")
+    assert code == 0, err
+    doc = yaml.safe_load(stdout)
+    assert doc["layers"] == "1-2" and doc["steps"] == 2 and doc["out"] == str(out)
+    assert "# trains layers 1-2 (blocks 1, 2): 73,984 of 181,312 parameters (40.80%)" in stdout
+    assert not out.exists()  # nothing written
+    code, stdout, err = run(capsys, "train", *FAST, "--lora", "--lora-layers", "1", "--dry-run")
+    assert code == 0 and "LoRA r=16" not in stdout and "blocks 1" in stdout, err
+    code, stdout, err = run(capsys, "train", *FAST, "--layers", "7", "--dry-run")
+    _one_line_error(code, stdout, err, r"block 7 .*out of range")

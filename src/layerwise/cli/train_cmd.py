@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="OUT",
                    help="continue the interrupted run in OUT from its newest checkpoint, with the "
                         "configuration in OUT/config.yaml (no other flags)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything that needs no weights (task, data files, selections on "
+                        "the model's structure, --out), print the resolved config.yaml and what "
+                        "would train, and stop (default: off)")
     add_config_arguments(p, (ModelConfig, TrainConfig))
 
 
@@ -94,6 +98,26 @@ def _check_resume_alone(args: argparse.Namespace, parser: argparse.ArgumentParse
                              f"run with --config OUT/config.yaml)")
 
 
+def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
+    """The resolved configuration and what would train; no weights loaded, nothing written."""
+    import yaml
+
+    from layerwise.training.precheck import dry_run
+    from layerwise.training.recipe import TrainRecipe
+    from layerwise.training.run_dir import config_document
+
+    TrainRecipe(config, model_config, dry=True).check()
+    sys.stdout.write(yaml.safe_dump(config_document(model_config, config), sort_keys=False))
+    t = dry_run(config, model_config)
+    if t is None:
+        sys.stdout.write("# trains: known once the model loads (no meta-device build for it)\n")
+    else:
+        blocks = "" if config.layers else f", blocks {', '.join(map(str, t.blocks)) or 'none'}"
+        sys.stdout.write(f"# trains {t.description}: {t.trainable_params:,} of {t.total_params:,} "
+                         f"parameters ({100 * t.share:.2f}%){blocks}\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from layerwise.training.recipe import TrainRecipe
     from layerwise.training.run_dir import default_out, record_invalid
@@ -110,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         except LayerwiseError as exc:
             record_invalid(args.out, str(exc))
             raise
+        if args.dry_run:
+            return _dry_run(model_config, config)
         chosen = config.out is not None
         if not chosen:
             config.out = default_out(config.method)

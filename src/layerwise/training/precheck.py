@@ -53,7 +53,8 @@ def model_config_of(spec: str | None, trust_remote_code: bool = False):
     return loading._load_config(text, trust_remote_code, False, not hub_reachable())
 
 
-def meta_layers(spec: str | None, trust_remote_code: bool = False) -> LayerMap | None:
+def meta_model(spec: str | None, trust_remote_code: bool = False):
+    """The model built on the meta device from its config (no memory, no weights), or None."""
     config = model_config_of(spec, trust_remote_code)
     if config is None:
         return None
@@ -61,11 +62,26 @@ def meta_layers(spec: str | None, trust_remote_code: bool = False) -> LayerMap |
 
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-        return discover_layers(model)
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - checked again for real once the model loads
-        log.debug("no meta-device structure for %s: %s", spec, exc)
+        log.debug("no meta-device model for %s: %s", spec, exc)
         return None
+
+
+def meta_layers(spec: str | None, trust_remote_code: bool = False) -> LayerMap | None:
+    model = meta_model(spec, trust_remote_code)
+    try:
+        return discover_layers(model) if model is not None else None
+    except LayerwiseError:
+        return None
+
+
+def dry_run(config, model_config):
+    """What would train, resolved on the meta device: a `Trainable` (counts, blocks), or None."""
+    from layerwise.training.trainable import prepare_trainable
+
+    model = meta_model(model_config.model, model_config.trust_remote_code)
+    return prepare_trainable(model, config) if model is not None else None
 
 
 def check_selections(config, layers: LayerMap) -> None:

@@ -113,6 +113,7 @@ class TrainRecipe:
     extra_callbacks: list = field(default_factory=list)
     resume: bool = False  # continue the interrupted run in config.out
     out_chosen: bool = True  # False: config.out is a default (runs/<time>), not the user's
+    dry: bool = False  # check() only validates: nothing is written
 
     def __post_init__(self):
         self.method = get_method(self.config.method)
@@ -162,6 +163,10 @@ class TrainRecipe:
 
         held = discover_layers(self.loaded.model) if self.loaded is not None else None
         check_against_structure(cfg, self.model_config, held)
+        if self.dry:
+            if self.out is not None and not self.resume:
+                run_dir.check_writable(self.out)
+            return
         if self.out is not None and self.resume:
             self._prepare_resume()  # every process: all must resume from the same checkpoint
         elif self.out is not None and self.main:
