@@ -38,11 +38,13 @@ def _weights(run_dir):
     return load_file(run_dir / "model" / "model.safetensors")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_resumed_sft_is_bit_identical_to_an_uninterrupted_run(tmp_path, signum):
-    whole = train(TrainConfig(out=str(tmp_path / "whole"), **SFT), "tiny:llama")
+@pytest.mark.parametrize("signum, what", [(signal.SIGINT, {}),
+                                          (signal.SIGTERM, {"full": False, "layers": "1-2"})])
+def test_resumed_sft_is_bit_identical_to_an_uninterrupted_run(tmp_path, signum, what):
+    cfg = {**SFT, **what}
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **cfg), "tiny:llama")
     assert whole.status == "completed"
-    cut = train(TrainConfig(out=str(tmp_path / "cut"), save_every=2, **SFT), "tiny:llama",
+    cut = train(TrainConfig(out=str(tmp_path / "cut"), save_every=2, **cfg), "tiny:llama",
                 extra_callbacks=[SignalAt(3, signum)])
     # The signal lands after step 3's own stop check, so the run stops (and saves) after step 4.
     assert cut.status == "interrupted" and cut.steps_completed == 4
@@ -50,6 +52,11 @@ def test_resumed_sft_is_bit_identical_to_an_uninterrupted_run(tmp_path, signum):
     on_disk = read_run(tmp_path / "cut")
     assert on_disk.status == "interrupted" and on_disk.steps_completed == 4
     assert not (tmp_path / "cut" / "model").exists()  # no final model from an unfinished run
+    saved = load_file(tmp_path / "cut" / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    if what:  # a block-only run's checkpoints hold the trainable tensors alone
+        assert saved and all(k.startswith(("model.layers.1.", "model.layers.2.")) for k in saved)
+    else:
+        assert "model.embed_tokens.weight" in saved
     done = resume(str(tmp_path / "cut"), quiet=True)
     assert done.status == "completed" and done.steps_completed == 6 and done.resumed_from_step == 4
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
