@@ -140,6 +140,7 @@ def keep_trainable_only(model, ckpt: Path) -> None:
              if n in trainable}
     tmp = ckpt / ".model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt", "layerwise": "trainable tensors only"})
+    tmp.chmod(0o644)  # as the Trainer's own files
     for old in [*ckpt.glob("model*.safetensors"), ckpt / "model.safetensors.index.json"]:
         if old.exists():
             old.unlink()
