@@ -200,10 +200,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", default="sft,grpo")
     parser.add_argument("--skip-resume", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = {"overhead": overhead(args)}
+    result = {} if args.skip_overhead else {"overhead": overhead(args)}
     if not args.skip_resume:
         result["resume"] = resume_time(args)
     if args.json:
