@@ -237,3 +237,18 @@ def test_dry_run_resolves_without_loading_or_writing(capsys, tmp_path):
     assert code == 0 and "LoRA r=16" not in stdout and "blocks 1" in stdout, err
     code, stdout, err = run(capsys, "train", *FAST, "--layers", "7", "--dry-run")
     _one_line_error(code, stdout, err, r"block 7 .*out of range")
+
+
+def test_sweep_reads_a_config_file_and_flags_override_it(capsys, tmp_path, toy_task):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(f"model: tiny:llama\ntask: {toy_task}\nlayers: '1'\nsteps: 50\nbatch-size: 4\n"
+                   "n-train: 8\neval-n: 2\n")
+    out = tmp_path / "sw"
+    code, stdout, err = run(capsys, "sweep", "--config", str(cfg), "--steps", "1", "--out", str(out),
+                            "--no-keep-full", "-q")
+    assert code == 0, err
+    doc = json.loads((out / "contribution.json").read_text())
+    assert doc["sweep"]["train"]["steps"] == 1 and doc["sweep"]["train"]["batch_size"] == 4
+    assert [s["label"] for s in doc["selections"]] == ["full", "1"]
+    code, stdout, err = run(capsys, "sweep", "--config", str(cfg), "--save-every", "2", "-q")
+    _one_line_error(code, stdout, err, r"unrecognized arguments: --save-every")
