@@ -89,6 +89,12 @@ class TrainConfig:
     lr_scale: list[str] = opt(help="multiply the learning rate of these blocks by X, repeatable "
                               "(e.g. 12-14=3)", group=G_WHAT, factory=list, metavar="SPEC=X",
                               sweep=False)
+    schedule: str = opt("fixed", "which blocks of --layers train at each step: fixed, lisa:G@K, "
+                        "sample:G@K@FILE[:FIELD][@T], phases:SPEC@N;... (docs/training.md)", G_WHAT,
+                        metavar="POLICY")
+    park: str = opt("keep", "an inactive block's optimizer state: keep (in place), cpu (host "
+                    "memory while inactive), drop (LISA: start afresh)", G_WHAT,
+                    choices=("keep", "cpu", "drop"))
     mask_from: str | None = opt(None, "subnetwork-only training: only entries where BASE and "
                                 "TUNED differ (|delta| > --mask-tol, fp32) may change; BASE may be "
                                 "'embedded', TUNED a run directory", G_WHAT, metavar="BASE,TUNED",
@@ -191,6 +197,12 @@ class TrainConfig:
                                      "checkpoints separated by a comma)")
             if self.lora:
                 raise LayerwiseError("--mask-from masks full-parameter training: use --full or --layers")
+        if self.schedule != "fixed":
+            if self.layers is None:
+                raise LayerwiseError(f"--schedule {self.schedule!r} draws blocks from --layers; "
+                                     "with --full or --lora it means nothing (use --layers SPEC)")
+            if self.mask_from:
+                raise LayerwiseError("--schedule and --mask-from together are not supported")
         if self.mask_tol < 0:
             raise LayerwiseError(f"--mask-tol {self.mask_tol}: must be >= 0")
         if self.merge and not self.lora:

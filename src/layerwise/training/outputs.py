@@ -74,3 +74,31 @@ def plot_curves(history: list[dict], path: str | Path, title: str) -> Path | Non
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_schedule(phases: list[dict], blocks, path: str | Path, title: str) -> Path | None:
+    """A blocks x steps raster: dark where a block trained at that step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not phases:
+        return None
+    blocks = sorted(blocks)
+    steps = phases[-1]["to"]
+    grid = np.zeros((len(blocks), steps))
+    row = {b: i for i, b in enumerate(blocks)}
+    for ph in phases:
+        for b in ph["blocks"]:
+            grid[row[b], ph["from"] - 1:ph["to"]] = 1
+    fig, ax = plt.subplots(figsize=(min(12, 3 + steps / 20), 1 + 0.25 * len(blocks)))
+    ax.imshow(grid, aspect="auto", cmap="Greys", interpolation="nearest",
+              extent=(0.5, steps + 0.5, len(blocks) - 0.5, -0.5))
+    ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_ylabel("block")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -95,6 +95,12 @@ def check_selections(config, layers: LayerMap) -> None:
             resolve_selection(layers, config.lora_layers)
         except LayerwiseError as exc:
             raise LayerwiseError(f"--lora-layers: {exc}") from None
+    if config.schedule != "fixed":
+        from layerwise.training.schedules import make_plan
+
+        pool = resolve_selection(layers, config.layers).blocks
+        make_plan(config.schedule, pool, config.steps, config.seed,
+                  lambda text: resolve_selection(layers, text).blocks)
     scales = parse_lr_scale(config.lr_scale, layers)
     if scales and config.layers is not None:
         trained = set(resolve_selection(layers, config.layers).blocks)

@@ -231,6 +231,7 @@ class TrainRecipe:
                  f"{self.trainable.trainable_params:,}", f"{self.trainable.total_params:,}",
                  100 * self.trainable.share)
         self.optimizer = build_optimizer(self.model, cfg)
+        self.schedule = self._block_schedule() if cfg.schedule != "fixed" else None
         if cfg.gradient_checkpointing:
             enable_checkpointing(self.model)
         if self.method.needs_pairs and self.pairs is None:
@@ -242,6 +243,28 @@ class TrainRecipe:
 
                 atomic_write_text(self.out / "pairs.jsonl",
                                   "".join(json.dumps(p) + "\n" for p in self.pairs))
+
+    def _block_schedule(self):
+        """The --schedule callback over the blocks of --layers (the optimizer holds them all)."""
+        from layerwise.models.arch import discover_layers
+        from layerwise.selection.resolve import resolve_selection
+        from layerwise.training.schedules import BlockSchedule, make_plan
+        from layerwise.training.trainable import block_of
+
+        if process_count() > 1:
+            raise LayerwiseError("--schedule runs in one process for now (DDP needs the same "
+                                 "trainable set on every step)")
+        cfg, layers = self.config, discover_layers(self.model)
+        pool = self.trainable.blocks
+        plan = make_plan(cfg.schedule, pool, cfg.steps, cfg.seed,
+                         lambda text: resolve_selection(layers, text).blocks)
+        params: dict[int, list] = {b: [] for b in pool}
+        for name, p in self.model.named_parameters():
+            b = block_of(name, layers)
+            if p.requires_grad and b in params:
+                params[b].append(p)
+        self.plan = plan
+        return BlockSchedule(plan, params, self.optimizer, cfg.park)
 
     def _tokenizer_args(self) -> dict:
         if not self.tokenizer_data:
@@ -255,6 +278,8 @@ class TrainRecipe:
         callbacks = [self.recorder, self.guard, self.stop, CheckpointSeal(self.recorder),
                      LiveProgress(f"{cfg.method} {self.trainable.description}",
                                   enabled=cfg.progress and self.main), *self.extra_callbacks]
+        if self.schedule is not None:
+            callbacks.insert(0, self.schedule)
         self.subnetwork = None
         if cfg.mask_from:
             self.masks = build_masks(self.model, cfg.mask_from, cfg.mask_tol)
@@ -321,6 +346,11 @@ class TrainRecipe:
             write_records(self.final_eval, self.out / "eval_final.jsonl")
         plot_curves(self.result.history, self.out / "curves.png",
                     f"{self.task.name} {self.config.method}: {self.trainable.description}")
+        if self.schedule is not None:
+            from layerwise.training.outputs import plot_schedule
+
+            plot_schedule(self.result.schedule["phases"], self.trainable.blocks,
+                          self.out / "schedule.png", f"--schedule {self.config.schedule}")
 
     # ---- the whole run -------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -383,6 +413,9 @@ class TrainRecipe:
             r.subnetwork = {"mask_from": cfg.mask_from, "tol": cfg.mask_tol,
                             "trainable_share_kept": self.subnetwork.kept_share,
                             **closeness(self.model, cfg.mask_from, self.masks)}
+        if self.schedule is not None:
+            r.schedule = {"policy": cfg.schedule, "park": cfg.park, "seed": cfg.seed,
+                          "phases": self.plan.phases(), "steps_taken": len(self.schedule.history)}
         r.history = self.result.history + self.recorder.history
         r.first_step_seconds = self.recorder.first_step_at - self._t0 if self.recorder.first_step_at else None
         r.platform = {"python": platform.python_version(), "torch": torch.__version__,

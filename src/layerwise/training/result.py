@@ -120,6 +120,7 @@ class RunResult:
     precision: dict = field(default_factory=dict)
     pairs: dict | None = None
     subnetwork: dict | None = None
+    schedule: dict | None = None  # --schedule: the policy, --park, and the active blocks per phase
     history: list[dict] = field(default_factory=list)
     platform: dict = field(default_factory=dict)
     processes: int = 1

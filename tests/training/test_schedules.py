@@ -1,0 +1,146 @@
+"""Block schedules (--schedule, --park): real tiny models, real optimizers, real TRL trainers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from layerwise.models import load_model
+from layerwise.training.config import TrainConfig
+from layerwise.training.runner import train
+from layerwise.training.schedules import make_plan
+from tests.cli.test_cli import _one_line_error, run
+
+QUICK = dict(batch_size=4, num_generations=2, n_train=16, eval_n=2, eval_batch_size=8,
+             general_seqs=1, general_seq_len=32, progress=False, lr=1e-2)
+
+
+def _block(model, i):
+    return {n: p for n, p in model.named_parameters() if n.startswith(f"model.layers.{i}.")}
+
+
+class StateProbe(TrainerCallback):
+    """The optimizer state of one tensor of block 1 at the end of every step."""
+
+    def __init__(self, optimizer_of, name="model.layers.1.mlp.down_proj.weight"):
+        self.optimizer_of, self.name, self.seen = optimizer_of, name, []
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kw):
+        p = dict(model.named_parameters())[self.name]
+        st = self.optimizer_of().state.get(p)
+        self.seen.append(None if st is None else {k: v.detach().clone() for k, v in st.items()})
+
+
+def _run(schedule, park="keep", method="sft", steps=6, layers="1-3", task="arithmetic", **kw):
+    holder = {}
+    probe = StateProbe(lambda: holder["opt"])
+
+    class Grab(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, **k):
+            holder["opt"] = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+
+    config = TrainConfig(task=task, method=method, layers=layers, steps=steps, schedule=schedule,
+                         park=park, **{**QUICK, **kw})
+    return train(config, "tiny:llama", extra_callbacks=[Grab(), probe]), probe
+
+
+def test_a_block_never_active_stays_bit_identical():
+    before = load_model("tiny:llama", seed=0).model
+    result, _ = _run("phases:1@3;2@3")
+    after = result.model_object
+    for i, changed in ((0, False), (1, True), (2, True), (3, False)):
+        b0, b1 = _block(before, i), _block(after, i)
+        same = all(torch.equal(b0[n], b1[n]) for n in b0)
+        assert same != changed, i
+    assert result.schedule["phases"] == [{"from": 1, "to": 3, "blocks": [1]},
+                                         {"from": 4, "to": 6, "blocks": [2]}]
+
+
+@pytest.mark.parametrize("park", ["keep", "cpu"])
+def test_parked_optimizer_state_is_unchanged_and_used_again(park):
+    # block 1 trains at steps 1-2, is parked at 3-4, trains again at 5-6
+    _, probe = _run("phases:1@2;2@2;1@2", park=park)
+    s = probe.seen
+    assert s[1]["step"].item() == 2
+    for parked in (s[2], s[3]):
+        assert all(torch.equal(parked[k].cpu(), s[1][k].cpu()) for k in s[1])  # step, exp_avg, exp_avg_sq
+    assert s[4]["step"].item() == 3 and s[5]["step"].item() == 4  # it goes on from where it was
+    assert not torch.equal(s[4]["exp_avg"], s[3]["exp_avg"].to(s[4]["exp_avg"].device))
+
+
+def test_drop_starts_a_returning_block_afresh():
+    _, probe = _run("phases:1@2;2@2;1@2", park="drop")
+    s = probe.seen
+    assert s[1]["step"].item() == 2 and s[2] is None and s[3] is None
+    assert s[4]["step"].item() == 1  # LISA's behaviour: the state was thrown away
+
+
+def test_recorded_active_sets_are_the_policys_for_the_seed():
+    result, _ = _run("lisa:2@2", seed=3, layers="0-3")
+    plan = make_plan("lisa:2@2", (0, 1, 2, 3), 6, 3)
+    assert result.schedule["phases"] == plan.phases() and result.schedule["steps_taken"] == 6
+    assert make_plan("lisa:2@2", (0, 1, 2, 3), 6, 4).phases() != plan.phases()
+    assert all(len(p["blocks"]) == 2 for p in plan.phases())
+
+
+def _scores_file(tmp_path, scores):
+    path = tmp_path / "importance.json"
+    path.write_text(json.dumps({"layers": [{"index": i, "score": v} for i, v in scores.items()]}))
+    return path
+
+
+def test_sample_follows_the_importance(tmp_path):
+    path = _scores_file(tmp_path, {0: 0.0, 1: 0.1, 2: 5.0, 3: 4.0})
+    plan = make_plan(f"sample:1@1@{path}:score@0.2", (0, 1, 2, 3), 400, 0)
+    counts = {b: sum(b in a for a in plan.per_step) for b in range(4)}
+    assert counts[2] > counts[3] > counts[1] and counts[0] < 40
+    flat = make_plan(f"sample:1@1@{path}:score@1000", (0, 1, 2, 3), 400, 0)
+    assert min(sum(b in a for a in flat.per_step) for b in range(4)) > 60  # T large: uniform
+
+
+@pytest.mark.parametrize("method, schedule", [("grpo", "lisa:1@2"), ("sft", "sample"),
+                                              ("grpo", "sample")])
+def test_sft_and_rl_run_under_lisa_and_sample(tmp_path, toy_task, method, schedule):
+    if schedule == "sample":
+        schedule = f"sample:2@2@{_scores_file(tmp_path, {0: 1.0, 1: 2.0, 2: 3.0, 3: 0.5})}:score"
+    result, _ = _run(schedule, method=method, layers="0-3", task=toy_task, steps=4)
+    assert result.status == "completed" and result.steps_completed == 4
+    assert result.schedule["steps_taken"] == 4
+
+
+FAST = ["--model", "tiny:llama", "--steps", "4", "--batch-size", "4", "--n-train", "8",
+        "--eval-n", "2", "-q"]
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--layers", "1-2", "--schedule", "lisa:3@2"], r"G=3 is more than the 2 blocks of --layers"),
+    (["--layers", "1-2", "--schedule", "lisa:1@0"], r"K must be >= 1"),
+    (["--layers", "1-2", "--schedule", "lisa:1"], r"expected G@K"),
+    (["--full", "--schedule", "lisa:1@2"], r"with --full or --lora it means nothing"),
+    (["--layers", "1-2", "--schedule", "phases:1@2;3@2"], r"block 3 outside --layers"),
+    (["--layers", "1-2", "--schedule", "phases:1@2;2@1"], r"cover 3 steps, --steps is 4"),
+    (["--layers", "1-2", "--schedule", "waves:1"], r"unknown --schedule 'waves:1'"),
+    (["--layers", "1-2", "--schedule", "sample:1@1@/nope.json"], r"/nope.json does not exist"),
+    (["--layers", "1-2", "--park", "attic"], r"invalid choice: 'attic'"),
+])
+def test_bad_schedules_are_refused_before_loading(capsys, tmp_path, extra, pattern):
+    code, out, err = run(capsys, "train", *FAST, *extra, "--out", str(tmp_path / "r"))
+    _one_line_error(code, out, err, pattern)
+
+
+def test_a_scores_file_from_another_model_is_refused(capsys, tmp_path):
+    path = _scores_file(tmp_path, {i: float(i) for i in range(2)})  # blocks 0-1 only
+    code, out, err = run(capsys, "train", *FAST, "--layers", "0-3", "--schedule",
+                         f"sample:1@1@{path}:score", "--out", str(tmp_path / "r"))
+    _one_line_error(code, out, err, r"no finite score for blocks 2, 3 .*another model")
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "invalid"
+
+
+def test_schedule_raster_is_drawn(capsys, tmp_path):
+    code, out, err = run(capsys, "train", *FAST, "--layers", "0-3", "--schedule", "lisa:2@1",
+                         "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert (tmp_path / "r" / "schedule.png").stat().st_size > 1000
