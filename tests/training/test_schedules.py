@@ -144,3 +144,34 @@ def test_schedule_raster_is_drawn(capsys, tmp_path):
                          "--out", str(tmp_path / "r"))
     assert code == 0, err
     assert (tmp_path / "r" / "schedule.png").stat().st_size > 1000
+
+
+def test_growth_phases_follow_importance(tmp_path):
+    from layerwise.training.schedules import growth_phases
+
+    scores = {0: 9.0, 1: 1.0, 2: -0.5, 3: 5.0, 4: 2.0, 5: 0.5, 6: 8.0, 7: 0.1, 8: 3.0}
+    phases = growth_phases(scores, tuple(range(9)), 4)
+    assert phases[0] == [0, 3, 6]  # the critical core: the top third of the non-anti blocks
+    assert all(set(phases[0]) <= set(p) for p in phases)  # the core trains in every phase
+    assert all(set(a) <= set(b) for a, b in zip(phases, phases[1:]))  # growing
+    assert phases[-1] == [0, 1, 3, 4, 5, 6, 7, 8]  # everything but the anti-layer 2, at the end
+    assert 7 not in phases[2] and 8 in phases[1]  # more important blocks join earlier
+    path = _scores_file(tmp_path, scores)
+    plan = make_plan(f"growth@{path}:score@4", tuple(range(9)), 10, 0)
+    assert [len(p) for p in plan.per_step] == [3, 3, 5, 5, 7, 7, 8, 8, 8, 8]
+    assert plan.phases()[0]["blocks"] == [0, 3, 6]
+
+
+def test_growth_trains_end_to_end(tmp_path, capsys):
+    path = _scores_file(tmp_path, {0: 3.0, 1: -1.0, 2: 2.0, 3: 1.0})
+    code, out, err = run(capsys, "train", *FAST, "--layers", "all", "--schedule",
+                         f"growth@{path}:score@2", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["schedule"]["phases"] == [{"from": 1, "to": 2, "blocks": [0]},
+                                       {"from": 3, "to": 4, "blocks": [0, 2, 3]}]
+    before, after = load_model("tiny:llama", seed=0).model, None
+    from safetensors.torch import load_file
+
+    after = load_file(tmp_path / "r" / "model" / "model.safetensors")
+    assert all(torch.equal(after[n], p) for n, p in _block(before, 1).items())  # the anti-layer

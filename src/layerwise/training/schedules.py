@@ -6,6 +6,7 @@
 | `lisa:G@K` | G blocks drawn uniformly from the selection every K steps (LMFlow's LISA) |
 | `sample:G@K@FILE[:FIELD][@T]` | G blocks drawn every K steps with probability ~ exp(z/T), z the block's importance in FILE (diagnostics.json, contribution.json, CSV) standardised over the selection; T (default 1) is the temperature: large -> uniform, small -> the top G |
 | `phases:SPEC@N;SPEC@N;...` | an explicit list of (blocks, steps); the steps add up to `--steps` |
+| `growth@FILE[:FIELD][@P]` | Growth Transformer Training (PAPERS.md section 4), P phases (default 4) of equal length: the critical core (the top third of the selection by importance) trains in every phase; the other blocks join one phase at a time, the more important first, so the least important train only in the last phases; "anti-layers" (importance < 0, e.g. a negative removal delta: removing them helped) never train |
 
 The whole plan is drawn before training from `random.Random(seed)`, so a schedule is reproducible
 and recorded in metrics.json (`schedule.phases`). How it trains (`BlockSchedule`, a callback): the
@@ -29,7 +30,7 @@ from transformers import TrainerCallback
 from layerwise.errors import LayerwiseError
 
 PARKS = ("keep", "cpu", "drop")
-POLICIES = ("fixed", "lisa", "sample", "phases")
+POLICIES = ("fixed", "lisa", "sample", "phases", "growth")
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,14 @@ def sample_weights(scores: dict[int, float], pool: tuple[int, ...], temperature:
 
 def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=None) -> Plan:
     """The plan of `spec` over the blocks `pool` of --layers; `resolve(text)` -> blocks (phases)."""
-    name, _, body = spec.partition(":")
+    if spec.startswith("growth@"):
+        name, body = "growth", spec[len("growth@"):]
+    else:
+        name, _, body = spec.partition(":")
     if name not in POLICIES:
         raise LayerwiseError(f"unknown --schedule {spec!r}; valid: fixed, lisa:G@K, "
-                             "sample:G@K@FILE[:FIELD][@T], phases:SPEC@N;SPEC@N...")
+                             "sample:G@K@FILE[:FIELD][@T], phases:SPEC@N;SPEC@N..., "
+                             "growth@FILE[:FIELD][@P]")
     if not pool:
         raise LayerwiseError(f"--schedule {spec!r}: --layers selects no block to schedule")
     rng = random.Random(seed)
@@ -127,6 +132,8 @@ def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=N
             active = frozenset(_weighted_sample(rng, list(pool), weights, g))
             per_step += [active] * k
         per_step = per_step[:steps]
+    elif name == "growth":
+        per_step = growth_plan(body, pool, steps, spec)
     else:  # phases
         for item in (i.strip() for i in body.split(";") if i.strip()):
             text, sep, n = item.rpartition("@")
@@ -145,6 +152,51 @@ def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=N
             raise LayerwiseError(f"--schedule {spec!r}: the phases cover {len(per_step)} steps, "
                                  f"--steps is {steps}")
     return Plan(spec=spec, per_step=tuple(per_step))
+
+
+def growth_phases(scores: dict[int, float], pool: tuple[int, ...], n_phases: int) -> list[list[int]]:
+    """The active blocks of each growth phase (see the module docstring), from importance scores."""
+    anti = [b for b in pool if scores[b] < 0]
+    ranked = sorted((b for b in pool if b not in anti), key=lambda b: (-scores[b], b))
+    if not ranked:
+        return [[] for _ in range(n_phases)]
+    core_size = max(1, math.ceil(len(ranked) / 3))
+    core, rest = ranked[:core_size], ranked[core_size:]
+    phases = []
+    for j in range(n_phases):
+        # phase j adds the next share of the rest, most important first; the last phase has all
+        joined = math.ceil(len(rest) * j / max(1, n_phases - 1)) if n_phases > 1 else len(rest)
+        phases.append(sorted(core + rest[:joined]))
+    return phases
+
+
+def growth_plan(body: str, pool: tuple[int, ...], steps: int, spec: str) -> list[frozenset[int]]:
+    from layerwise.selection.scores import read_block_scores
+
+    file_field, sep, p_text = body.rpartition("@")
+    if not sep or not p_text.isdigit():
+        file_field, p_text = body, "4"
+    n_phases = _int(p_text, "P (phases)", spec)
+    if n_phases > steps:
+        raise LayerwiseError(f"--schedule {spec!r}: {n_phases} phases need at least as many steps "
+                             f"(--steps {steps})")
+    path, _, field = file_field.partition(":")
+    _metric, scores = read_block_scores(path, field or None)
+    missing = [b for b in pool if b not in scores]
+    if missing:
+        raise LayerwiseError(f"--schedule {spec!r}: the file has no finite score for block"
+                             f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+                             "(a file from another model, or a partial sweep?)")
+    phases = growth_phases(scores, pool, n_phases)
+    if not phases[-1]:
+        raise LayerwiseError(f"--schedule {spec!r}: every block of --layers has importance < 0 "
+                             "(all anti-layers): nothing would train")
+    length = steps // n_phases
+    per_step: list[frozenset[int]] = []
+    for j, blocks in enumerate(phases):
+        n = length if j < n_phases - 1 else steps - length * (n_phases - 1)
+        per_step += [frozenset(blocks)] * n
+    return per_step
 
 
 class BlockSchedule(TrainerCallback):
