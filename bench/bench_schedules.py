@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from worker_process import run_worker
 
 CONFIGS = {
     "block15": {"layers": "15"},
@@ -76,13 +76,7 @@ def main() -> None:
         return
     results = []
     for name in CONFIGS:
-        cmd = [sys.executable, __file__, "--worker", "--config", name, "--steps", str(args.steps)]
-        if args.model:
-            cmd += ["--model", args.model]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res = run_worker(__file__, ["--config", name, "--steps", str(args.steps)], args.model, name)
         results.append(res)
         print(f"{name:11s} trainable {res['trainable_params']:>12,}  optimizer state max "
               f"{res['optimizer_state_max_mib']:7.1f} MiB (last {res['optimizer_state_last_mib']:.1f})"

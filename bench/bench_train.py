@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from worker_process import run_worker
 
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext2_test.txt"
 CONFIGS = {"block": None, "full": {"full": True},
@@ -109,14 +109,9 @@ def main() -> None:
     results = []
     for method in args.methods.split(","):
         for name in CONFIGS:
-            cmd = [sys.executable, __file__, "--worker", "--config", name, "--method", method,
-                   "--block", str(args.block), "--steps", str(args.steps)]
-            if args.model:
-                cmd += ["--model", args.model]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(f"{name}/{method} failed:\n{proc.stderr[-3000:]}")
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res = run_worker(__file__, ["--config", name, "--method", method, "--block",
+                                        str(args.block), "--steps", str(args.steps)],
+                             args.model, f"{name}/{method}")
             results.append(res)
             extra = (f"  generate {res['generate_s']:.2f} s  update {res['update_s']:.2f} s"
                      if "generate_s" in res else "")

@@ -20,6 +20,7 @@ Only the main process writes (under `accelerate launch` every process trains, on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -34,6 +35,7 @@ import transformers
 
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.generation import ensure_pad_token
+from layerwise.fileio import atomic_write_text
 from layerwise.evaluation.task_eval import TaskEvaluation, evaluate_task, write_records
 from layerwise.models.loading import LoadedModel, load_model
 from layerwise.tasks.registry import get_task
@@ -238,9 +240,6 @@ class TrainRecipe:
             self.pairs, self.result.pairs = self_sampled_pairs(self.model, tokenizer, self.task, cfg)
             log.info("preference pairs from the model's own samples: %s", self.result.pairs)
             if self.out is not None and self.main:  # a resumed run trains on the same pairs
-                from layerwise.fileio import atomic_write_text
-                import json
-
                 atomic_write_text(self.out / "pairs.jsonl",
                                   "".join(json.dumps(p) + "\n" for p in self.pairs))
 
