@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from layerwise.errors import LayerwiseError
 from layerwise.models import load_model
 from layerwise.training.config import TrainConfig
 from layerwise.training.runner import train
@@ -175,3 +176,54 @@ def test_growth_trains_end_to_end(tmp_path, capsys):
 
     after = load_file(tmp_path / "r" / "model" / "model.safetensors")
     assert all(torch.equal(after[n], p) for n, p in _block(before, 1).items())  # the anti-layer
+
+
+def test_growth_anti_layers_skip_or_last(tmp_path):
+    from layerwise.training.schedules import growth_phases
+
+    scores = {0: 3.0, 1: -0.2, 2: 1.0, 3: -0.1, 4: 2.0, 5: 0.5}
+    skip = growth_phases(scores, tuple(range(6)), 3)
+    last = growth_phases(scores, tuple(range(6)), 3, "last")
+    assert skip[:-1] == last[:-1] and skip[0] == [0, 4]
+    assert 1 not in skip[-1] and 3 not in skip[-1]
+    assert last[-1] == [0, 1, 2, 3, 4, 5]
+    path = _scores_file(tmp_path, scores)
+    plan = make_plan(f"growth@{path}:score@3@last", tuple(range(6)), 6, 0)
+    assert plan.phases()[-1]["blocks"] == [0, 1, 2, 3, 4, 5]
+    assert make_plan(f"growth@{path}:score@last", tuple(range(6)), 8, 0).phases()[0]["to"] == 2
+    with pytest.raises(LayerwiseError, match="neither P .* nor skip/last"):
+        make_plan(f"growth@{path}:score@sometimes", tuple(range(6)), 6, 0)
+    (tmp_path / "n").mkdir()
+    allneg = _scores_file(tmp_path / "n", {0: -1.0, 1: -2.0})
+    with pytest.raises(LayerwiseError, match="all anti-layers"):
+        make_plan(f"growth@{allneg}:score@2@last", (0, 1), 4, 0)
+
+
+def test_scores_file_from_another_model_is_refused(tmp_path, capsys):
+    import json as _json
+
+    diag = tmp_path / "diagnostics.json"
+    diag.write_text(_json.dumps({"num_blocks": 30, "layers": [{"index": i, "removal_delta_pct": 1.0 + i}
+                                                               for i in range(30)]}))
+    with pytest.raises(LayerwiseError, match="30 blocks; this model has 4: a file from another model"):
+        make_plan(f"sample:1@1@{diag}:removal_delta_pct", (0, 1, 2, 3), 4, 0, num_blocks=4)
+    code, out, err = run(capsys, "train", *FAST, "--layers", "all", "--schedule",
+                         f"growth@{diag}:removal_delta_pct", "--out", str(tmp_path / "r"))
+    _one_line_error(code, out, err, r"30 blocks; this model has 4")
+    wide = _scores_file(tmp_path, {i: 1.0 for i in range(8)})  # no declared count, block 7 scored
+    with pytest.raises(LayerwiseError, match="scores block 4 but the model has 4 blocks"):
+        make_plan(f"growth@{wide}:score", (0, 1, 2, 3), 4, 0, num_blocks=4)
+
+
+def test_dry_run_prints_the_schedule(tmp_path, capsys):
+    code, out, err = run(capsys, "train", *FAST, "--layers", "all", "--schedule", "lisa:1@2",
+                         "--steps", "4", "--dry-run", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert "# schedule lisa:1@2: " in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("#   steps")]
+    assert lines[0].startswith("#   steps 1-") and "-4: blocks " in lines[-1]
+    # the printed phases are the ones the run will record (same seed, same plan)
+    plan = make_plan("lisa:1@2", (0, 1, 2, 3), 4, 0)
+    assert len(lines) == len(plan.phases())
+    assert all(f"blocks {b}" in ln for ln, b in zip(lines, (p["blocks"][0] for p in plan.phases())))
+    assert not (tmp_path / "r").exists()

@@ -102,7 +102,7 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
     """The resolved configuration and what would train; no weights loaded, nothing written."""
     import yaml
 
-    from layerwise.training.precheck import dry_run
+    from layerwise.training.precheck import dry_run, schedule_plan
     from layerwise.training.recipe import TrainRecipe
     from layerwise.training.run_dir import config_document
 
@@ -115,6 +115,16 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
         blocks = "" if config.layers else f", blocks {', '.join(map(str, t.blocks)) or 'none'}"
         sys.stdout.write(f"# trains {t.description}: {t.trainable_params:,} of {t.total_params:,} "
                          f"parameters ({100 * t.share:.2f}%){blocks}\n")
+    plan = schedule_plan(config, model_config)
+    if plan is not None:
+        phases = plan.phases()
+        sys.stdout.write(f"# schedule {config.schedule}: {len(phases)} phase"
+                         f"{'s' if len(phases) > 1 else ''} (--park {config.park})\n")
+        for ph in phases[:12]:
+            sys.stdout.write(f"#   steps {ph['from']}-{ph['to']}: blocks "
+                             f"{', '.join(map(str, ph['blocks']))}\n")
+        if len(phases) > 12:
+            sys.stdout.write(f"#   ... {len(phases) - 12} more (all in metrics.json once it runs)\n")
     return 0
 
 

@@ -70,13 +70,7 @@ def _block_range(item: Item, n: int, spec: str) -> list[int]:
 
 
 def _ranked(item: Ranked, metric: str | None, n: int, spec: str) -> list[int]:
-    used, scores = read_block_scores(item.path, metric or item.metric)
-    outside = sorted(i for i in scores if not 0 <= i < n)
-    if outside:
-        raise LayerwiseError(
-            f"result file {item.path} scores block {outside[0]} but the model has {n} blocks: "
-            "was it made for another model?"
-        )
+    used, scores = read_block_scores(item.path, metric or item.metric, num_blocks=n)
     if item.k > len(scores):
         raise LayerwiseError(
             f"{'top' if item.best else 'bottom'}:{item.k} asks for {item.k} blocks but "

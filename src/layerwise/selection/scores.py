@@ -25,8 +25,9 @@ _INDEX_KEYS = ("index", "block", "layer")
 _DEFAULT_METRICS = ("score", "contribution", "contribution_mean")
 
 
-def _records(path: Path) -> tuple[list[dict], dict[str, bool | None]]:
-    """(per-block records, field -> "higher is more important?" where the file declares it)."""
+def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None]:
+    """(per-block records, field -> "higher is more important?" where the file declares it,
+    the model's block count where the file declares it)."""
     if not path.is_file():
         raise LayerwiseError(f"result file {path} does not exist (used by top:K@FILE)")
     try:
@@ -40,7 +41,9 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None]]:
     except json.JSONDecodeError as exc:
         raise LayerwiseError(f"result file {path} is not valid JSON: {exc}") from exc
     orientation: dict[str, bool | None] = {}
+    declared = None
     if isinstance(data, dict):
+        declared = data.get("num_blocks") if isinstance(data.get("num_blocks"), int) else None
         for entry in (data.get("metrics") or {}).values():
             if isinstance(entry, dict) and isinstance(entry.get("fields"), dict):
                 orientation.update(entry["fields"])
@@ -56,7 +59,7 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None]]:
             f"result file {path} has no per-block records: expected {{'layers': [{{'index': ..., "
             "METRIC: ...}}]}} or a CSV with an 'index' column"
         )
-    return data, orientation
+    return data, orientation, declared
 
 
 def _number(value) -> float | None:
@@ -66,12 +69,18 @@ def _number(value) -> float | None:
         return None
 
 
-def read_block_scores(path: str | Path, metric: str | None) -> tuple[str, dict[int, float]]:
+def read_block_scores(path: str | Path, metric: str | None,
+                      num_blocks: int | None = None) -> tuple[str, dict[int, float]]:
     """(metric used, {block index: importance score}) from a result file: finite values only,
     negated where the file marks the metric as "higher = less important", so that larger is
-    always more important."""
+    always more important. With `num_blocks` (the model's), a file that declares another block
+    count (diagnostics.json's `num_blocks`) or scores a block the model does not have is refused
+    as made for another model."""
     path = Path(path)
-    records, orientation = _records(path)
+    records, orientation, declared = _records(path)
+    if num_blocks is not None and declared is not None and declared != num_blocks:
+        raise LayerwiseError(f"result file {path} was made for a model with {declared} blocks; "
+                             f"this model has {num_blocks}: a file from another model")
     if not records:
         raise LayerwiseError(f"result file {path} has no records")
     index_key = next((k for k in _INDEX_KEYS if k in records[0]), None)
@@ -101,6 +110,10 @@ def read_block_scores(path: str | Path, metric: str | None) -> tuple[str, dict[i
             log.warning("block %d has no finite %s in %s; left out of the ranking", index, metric, path)
             continue
         scores[int(index)] = value
+    outside = sorted(i for i in scores if num_blocks is not None and not 0 <= i < num_blocks)
+    if outside:
+        raise LayerwiseError(f"result file {path} scores block {outside[0]} but the model has "
+                             f"{num_blocks} blocks: a file from another model")
     if orientation.get(metric) is False:
         scores = {i: -v for i, v in scores.items()}
     return metric, scores

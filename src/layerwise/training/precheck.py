@@ -21,8 +21,9 @@ from layerwise.selection.resolve import resolve_selection
 log = logging.getLogger(__name__)
 
 
-def model_config_of(spec: str | None, trust_remote_code: bool = False):
-    """The transformers config of the model `spec` names, without loading its weights."""
+def model_config_of(spec: str | None, trust_remote_code: bool = False, tokenizer: str | None = None):
+    """The transformers config of the model `spec` names, without loading its weights (a tiny
+    model with `tokenizer` "bpe:N" gets the vocabulary of N it asks for)."""
     from transformers import AutoConfig
 
     from layerwise.models import loading, tiny
@@ -30,7 +31,11 @@ def model_config_of(spec: str | None, trust_remote_code: bool = False):
     text = spec or "embedded"
     if text.startswith("tiny:"):
         family, sizes = tiny.parse_tiny_spec(text)  # a bad size is one line here
-        return tiny.tiny_config(family, sizes)
+        config = tiny.tiny_config(family, sizes)
+        kind, vocab = tiny.parse_tokenizer_spec(tokenizer)
+        if kind == "bpe":
+            config.vocab_size = vocab
+        return config
     if text == "embedded":
         return AutoConfig.from_pretrained(loading.convert_gguf(loading.embedded_gguf_path()))
     if text.endswith(".gguf"):
@@ -53,9 +58,9 @@ def model_config_of(spec: str | None, trust_remote_code: bool = False):
     return loading._load_config(text, trust_remote_code, False, not hub_reachable())
 
 
-def meta_model(spec: str | None, trust_remote_code: bool = False):
+def meta_model(spec: str | None, trust_remote_code: bool = False, tokenizer: str | None = None):
     """The model built on the meta device from its config (no memory, no weights), or None."""
-    config = model_config_of(spec, trust_remote_code)
+    config = model_config_of(spec, trust_remote_code, tokenizer)
     if config is None:
         return None
     from transformers import AutoModelForCausalLM
@@ -80,8 +85,22 @@ def dry_run(config, model_config):
     """What would train, resolved on the meta device: a `Trainable` (counts, blocks), or None."""
     from layerwise.training.trainable import prepare_trainable
 
-    model = meta_model(model_config.model, model_config.trust_remote_code)
+    model = meta_model(model_config.model, model_config.trust_remote_code, model_config.tokenizer)
     return prepare_trainable(model, config) if model is not None else None
+
+
+def schedule_plan(config, model_config):
+    """The --schedule plan resolved on the meta-device model (None: fixed, or no meta build)."""
+    if config.schedule == "fixed":
+        return None
+    from layerwise.training.schedules import make_plan
+
+    layers = meta_layers(model_config.model, model_config.trust_remote_code)
+    if layers is None:
+        return None
+    pool = resolve_selection(layers, config.layers).blocks
+    return make_plan(config.schedule, pool, config.steps, config.seed,
+                     lambda text: resolve_selection(layers, text).blocks, num_blocks=len(layers.blocks))
 
 
 def check_selections(config, layers: LayerMap) -> None:
@@ -100,7 +119,7 @@ def check_selections(config, layers: LayerMap) -> None:
 
         pool = resolve_selection(layers, config.layers).blocks
         make_plan(config.schedule, pool, config.steps, config.seed,
-                  lambda text: resolve_selection(layers, text).blocks)
+                  lambda text: resolve_selection(layers, text).blocks, num_blocks=len(layers.blocks))
     scales = parse_lr_scale(config.lr_scale, layers)
     if scales and config.layers is not None:
         trained = set(resolve_selection(layers, config.layers).blocks)

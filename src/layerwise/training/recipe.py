@@ -256,7 +256,8 @@ class TrainRecipe:
         cfg, layers = self.config, discover_layers(self.model)
         pool = self.trainable.blocks
         plan = make_plan(cfg.schedule, pool, cfg.steps, cfg.seed,
-                         lambda text: resolve_selection(layers, text).blocks)
+                         lambda text: resolve_selection(layers, text).blocks,
+                         num_blocks=len(layers.blocks))
         params: dict[int, list] = {b: [] for b in pool}
         for name, p in self.model.named_parameters():
             b = block_of(name, layers)

@@ -6,7 +6,7 @@
 | `lisa:G@K` | G blocks drawn uniformly from the selection every K steps (LMFlow's LISA) |
 | `sample:G@K@FILE[:FIELD][@T]` | G blocks drawn every K steps with probability ~ exp(z/T), z the block's importance in FILE (diagnostics.json, contribution.json, CSV) standardised over the selection; T (default 1) is the temperature: large -> uniform, small -> the top G |
 | `phases:SPEC@N;SPEC@N;...` | an explicit list of (blocks, steps); the steps add up to `--steps` |
-| `growth@FILE[:FIELD][@P]` | Growth Transformer Training (PAPERS.md section 4), P phases (default 4) of equal length: the critical core (the top third of the selection by importance) trains in every phase; the other blocks join one phase at a time, the more important first, so the least important train only in the last phases; "anti-layers" (importance < 0, e.g. a negative removal delta: removing them helped) never train |
+| `growth@FILE[:FIELD][@P][@skip\|@last]` | Growth Transformer Training (PAPERS.md section 4), P phases (default 4) of equal length: the critical core (the top third of the selection by importance) trains in every phase; the other blocks join one phase at a time, the more important first, so the least important train only in the last phases; "anti-layers" (importance < 0, e.g. a negative removal delta: removing them helped) never train (`skip`, the default) or only in the last phase (`last`) |
 
 The whole plan is drawn before training from `random.Random(seed)`, so a schedule is reproducible
 and recorded in metrics.json (`schedule.phases`). How it trains (`BlockSchedule`, a callback): the
@@ -97,8 +97,10 @@ def sample_weights(scores: dict[int, float], pool: tuple[int, ...], temperature:
     return [math.exp(x - top) for x in z]
 
 
-def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=None) -> Plan:
-    """The plan of `spec` over the blocks `pool` of --layers; `resolve(text)` -> blocks (phases)."""
+def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=None,
+              num_blocks: int | None = None) -> Plan:
+    """The plan of `spec` over the blocks `pool` of --layers; `resolve(text)` -> blocks (phases);
+    `num_blocks`, the model's block count, refuses a scores file made for another model."""
     if spec.startswith("growth@"):
         name, body = "growth", spec[len("growth@"):]
     else:
@@ -106,7 +108,7 @@ def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=N
     if name not in POLICIES:
         raise LayerwiseError(f"unknown --schedule {spec!r}; valid: fixed, lisa:G@K, "
                              "sample:G@K@FILE[:FIELD][@T], phases:SPEC@N;SPEC@N..., "
-                             "growth@FILE[:FIELD][@P]")
+                             "growth@FILE[:FIELD][@P][@skip|@last]")
     if not pool:
         raise LayerwiseError(f"--schedule {spec!r}: --layers selects no block to schedule")
     rng = random.Random(seed)
@@ -126,14 +128,14 @@ def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=N
             temperature = float(parts[3]) if len(parts) > 3 else 1.0
             if not temperature > 0:
                 raise LayerwiseError(f"--schedule {spec!r}: temperature must be > 0")
-            _metric, scores = read_block_scores(path, field or None)
+            _metric, scores = read_block_scores(path, field or None, num_blocks)
             weights = sample_weights(scores, pool, temperature, spec)
         while len(per_step) < steps:
             active = frozenset(_weighted_sample(rng, list(pool), weights, g))
             per_step += [active] * k
         per_step = per_step[:steps]
     elif name == "growth":
-        per_step = growth_plan(body, pool, steps, spec)
+        per_step = growth_plan(body, pool, steps, spec, num_blocks)
     else:  # phases
         for item in (i.strip() for i in body.split(";") if i.strip()):
             text, sep, n = item.rpartition("@")
@@ -154,12 +156,17 @@ def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=N
     return Plan(spec=spec, per_step=tuple(per_step))
 
 
-def growth_phases(scores: dict[int, float], pool: tuple[int, ...], n_phases: int) -> list[list[int]]:
-    """The active blocks of each growth phase (see the module docstring), from importance scores."""
+ANTI = ("skip", "last")
+
+
+def growth_phases(scores: dict[int, float], pool: tuple[int, ...], n_phases: int,
+                  anti_layers: str = "skip") -> list[list[int]]:
+    """The active blocks of each growth phase (see the module docstring), from importance scores;
+    `anti_layers`: "skip" (never train) or "last" (train in the last phase only)."""
     anti = [b for b in pool if scores[b] < 0]
     ranked = sorted((b for b in pool if b not in anti), key=lambda b: (-scores[b], b))
     if not ranked:
-        return [[] for _ in range(n_phases)]
+        return [[] for _ in range(n_phases - 1)] + [sorted(anti) if anti_layers == "last" else []]
     core_size = max(1, math.ceil(len(ranked) / 3))
     core, rest = ranked[:core_size], ranked[core_size:]
     phases = []
@@ -167,28 +174,39 @@ def growth_phases(scores: dict[int, float], pool: tuple[int, ...], n_phases: int
         # phase j adds the next share of the rest, most important first; the last phase has all
         joined = math.ceil(len(rest) * j / max(1, n_phases - 1)) if n_phases > 1 else len(rest)
         phases.append(sorted(core + rest[:joined]))
+    if anti_layers == "last":
+        phases[-1] = sorted(phases[-1] + anti)
     return phases
 
 
-def growth_plan(body: str, pool: tuple[int, ...], steps: int, spec: str) -> list[frozenset[int]]:
+def growth_plan(body: str, pool: tuple[int, ...], steps: int, spec: str,
+                num_blocks: int | None = None) -> list[frozenset[int]]:
     from layerwise.selection.scores import read_block_scores
 
-    file_field, sep, p_text = body.rpartition("@")
-    if not sep or not p_text.isdigit():
-        file_field, p_text = body, "4"
+    file_field, *options = body.split("@")
+    p_text, anti_layers = "4", "skip"
+    for option in options:
+        if option in ANTI:
+            anti_layers = option
+        elif option.isdigit():
+            p_text = option
+        else:
+            raise LayerwiseError(f"--schedule {spec!r}: {option!r} is neither P (a number of "
+                                 "phases) nor skip/last (what anti-layers do); expected "
+                                 "growth@FILE[:FIELD][@P][@skip|@last]")
     n_phases = _int(p_text, "P (phases)", spec)
     if n_phases > steps:
         raise LayerwiseError(f"--schedule {spec!r}: {n_phases} phases need at least as many steps "
                              f"(--steps {steps})")
     path, _, field = file_field.partition(":")
-    _metric, scores = read_block_scores(path, field or None)
+    _metric, scores = read_block_scores(path, field or None, num_blocks)
     missing = [b for b in pool if b not in scores]
     if missing:
         raise LayerwiseError(f"--schedule {spec!r}: the file has no finite score for block"
                              f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
                              "(a file from another model, or a partial sweep?)")
-    phases = growth_phases(scores, pool, n_phases)
-    if not phases[-1]:
+    phases = growth_phases(scores, pool, n_phases, anti_layers)
+    if not phases[0]:
         raise LayerwiseError(f"--schedule {spec!r}: every block of --layers has importance < 0 "
                              "(all anti-layers): nothing would train")
     length = steps // n_phases
