@@ -35,7 +35,7 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None
     except (OSError, UnicodeDecodeError) as exc:
         raise LayerwiseError(f"cannot read result file {path}: {exc}") from exc
     if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines())), {}
+        return list(csv.DictReader(text.splitlines())), {}, None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
