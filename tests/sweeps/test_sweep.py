@@ -172,3 +172,24 @@ def test_contribution_of_lm_runs_uses_the_held_out_loss():
     assert s_base == 5.0 and full == {0: 3.0}
     c = {r.label: r.contribution_mean for r in table}
     assert c == {"full": 1.0, "block 0": 0.5, "block 1": 1.0, "block 2": -0.25}
+
+
+def test_a_schedule_applies_to_the_selections_not_to_the_references(toy_task, tmp_path):
+    from layerwise.sweeps.spec import plan_runs
+
+    layers = discover_layers(load_model("tiny:llama").model)
+    train = {**TRAIN, "steps": 4, "schedule": "lisa:1@2"}
+    plan = plan_runs(_sweep(toy_task, layers="0-1;2-3", train=train), layers)
+    by_label = {r.label: r for r in plan}
+    assert by_label["base"].train["schedule"] == by_label["full"].train["schedule"] == "fixed"
+    assert by_label["0-1"].train["schedule"] == "lisa:1@2"
+    with pytest.raises(LayerwiseError, match="'block 0': .*G=2 is more than the 1 blocks"):
+        plan_runs(_sweep(toy_task, train={**train, "schedule": "lisa:2@2"}), layers)
+    with pytest.raises(LayerwiseError, match="'boost:1=2' trains in full"):
+        plan_runs(_sweep(toy_task, layers="boost:1=2", train=train), layers)
+    rows = run_sweep(_sweep(toy_task, layers="0-1;2-3", train=train), tmp_path)
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    runs = {r["label"]: r for r in rows}
+    phases = runs["0-1"]["metrics"]["schedule"]["phases"]
+    assert all(len(p["blocks"]) == 1 and set(p["blocks"]) <= {0, 1} for p in phases)
+    assert runs["full"]["metrics"]["schedule"] is None

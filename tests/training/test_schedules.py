@@ -227,3 +227,22 @@ def test_dry_run_prints_the_schedule(tmp_path, capsys):
     assert len(lines) == len(plan.phases())
     assert all(f"blocks {b}" in ln for ln, b in zip(lines, (p["blocks"][0] for p in plan.phases())))
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("method", ["dr_grpo", "dapo", "rloo", "dpo", "kto"])
+def test_every_method_follows_the_schedule(toy_task, method):
+    # blocks 1 and 2 take turns (phases), blocks 0 and 3 are in --layers but never scheduled:
+    # they must come out bit-identical, and the optimizer must hold no state for them
+    before = load_model("tiny:llama", seed=0).model
+    result, _ = _run("phases:1@2;2@2", method=method, layers="0-3", task=toy_task, steps=4)
+    assert result.status == "completed" and result.steps_completed == 4
+    assert result.schedule["phases"] == [{"from": 1, "to": 2, "blocks": [1]},
+                                         {"from": 3, "to": 4, "blocks": [2]}]
+    after = result.model_object
+    for i, trains in ((0, False), (1, True), (2, True), (3, False)):
+        b0, b1 = _block(before, i), _block(after, i)
+        assert all(torch.equal(b0[n], b1[n]) for n in b0) != trains, (method, i)
+    opt = result.trainer.optimizer
+    held = {id(p) for p in opt.state}
+    for i, has_state in ((0, False), (1, True), (2, True), (3, False)):
+        assert any(id(p) in held for p in _block(after, i).values()) == has_state, (method, i)

@@ -137,21 +137,37 @@ def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
     """The base run, then per seed: full training and one run per selection."""
     common = {**sweep.train, "task": sweep.task, "task_options": sweep.task_options,
               "method": sweep.method, "progress": False, "out": None}
+    # --schedule applies to the runs of selections; the references (base, full, boost) train in full
+    reference = {**common, "schedule": "fixed"} if "schedule" in common else common
     try:
-        TrainConfig(**{**common, "full": True})  # validate the shared options once
+        TrainConfig(**{**reference, "full": True})  # validate the shared options once
     except TypeError as exc:
         raise LayerwiseError(f"sweep training options: {exc}") from exc
-    base_train = {**common, "full": True, "seed": 0}
+    base_train = {**reference, "full": True, "seed": 0}
     runs = [RunSpec(BASE_LABEL, "base", 0, base_train, sweep.model)]
     selections = expand_selections(layers, sweep.layers)
+    schedule = common.get("schedule", "fixed")
+    if schedule != "fixed":
+        from layerwise.training.schedules import make_plan
+
+        for label, what, blocks in selections:
+            if "layers" not in what:
+                raise LayerwiseError(f"--schedule {schedule!r} draws blocks from a selection; "
+                                     f"'{label}' trains in full (drop it or the schedule)")
+            try:
+                make_plan(schedule, tuple(blocks), int(common.get("steps", TrainConfig.steps)), 0,
+                          lambda text: resolve_selection(layers, text).blocks,
+                          num_blocks=layers.num_blocks)
+            except LayerwiseError as exc:
+                raise LayerwiseError(f"--layers item '{label}': {exc}") from None
     for seed in sweep.seeds:
-        full = {**common, "full": True, "seed": seed}
+        full = {**reference, "full": True, "seed": seed}
         if sweep.full_lr is not None:
             full["lr"] = sweep.full_lr
         runs.append(RunSpec(FULL_LABEL, "train", seed, full, sweep.model,
                             tuple(range(layers.num_blocks))))
         for label, what, blocks in selections:
-            train = {**common, **what, "seed": seed}
+            train = {**(reference if "full" in what else common), **what, "seed": seed}
             if "lr_scale" in what and sweep.full_lr is not None:
                 train["lr"] = sweep.full_lr
             runs.append(RunSpec(label, "train", seed, train, sweep.model, tuple(blocks)))

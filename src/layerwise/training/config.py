@@ -90,7 +90,8 @@ class TrainConfig:
                               "(e.g. 12-14=3)", group=G_WHAT, factory=list, metavar="SPEC=X",
                               sweep=False)
     schedule: str = opt("fixed", "which blocks of --layers train at each step: fixed, lisa:G@K, "
-                        "sample:G@K@FILE[:FIELD][@T], phases:SPEC@N;... (docs/training.md)", G_WHAT,
+                        "sample:G@K@FILE[:FIELD][@T], phases:SPEC@N;..., growth@FILE[:FIELD][@P][@skip|@last] "
+                        "(docs/training.md)", G_WHAT,
                         metavar="POLICY")
     park: str = opt("keep", "an inactive block's optimizer state: keep (in place), cpu (host "
                     "memory while inactive), drop (LISA: start afresh)", G_WHAT,

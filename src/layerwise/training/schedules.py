@@ -1,4 +1,4 @@
-"""Block schedules: which blocks of the `--layers` selection train at each step (one table of policies).
+r"""Block schedules: which blocks of the `--layers` selection train at each step (one table of policies).
 
 | `--schedule` | active blocks |
 |---|---|

@@ -1,0 +1,80 @@
+"""Tables of the block-schedule comparison (docs/results/run_schedules.sh -> docs/results/schedules.md).
+
+    .venv/bin/python docs/results/schedules_table.py out/schedules
+
+Reads OUT/{sft,grpo}/seed*/ARM/metrics.json; prints Markdown (mean ± sd over seeds) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ARMS = {
+    "block-mid": "block mid:1 (14)",
+    "mid4": "mid:4 (13-16)",
+    "lisa2": "LISA G=2 @5",
+    "sample2": "sampled G=2 @5",
+    "growth": "growth (4 phases)",
+    "lora16": "LoRA r=16, all linear",
+    "full": "full",
+}
+
+
+def _ms(values: list[float], fmt: str = "{:.3f}") -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
+
+
+def _blocks_per_step(m: dict) -> float | None:
+    sched = m.get("schedule")
+    if m["trainable"].get("lora"):
+        return None
+    if not sched:
+        return float(len(m["trainable"]["blocks"]))
+    phases = sched["phases"]
+    return (sum((p["to"] - p["from"] + 1) * len(p["blocks"]) for p in phases)
+            / sum(p["to"] - p["from"] + 1 for p in phases))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    args = ap.parse_args()
+    for method in ("sft", "grpo"):
+        root = args.out / method
+        runs: dict[str, list[dict]] = {}
+        for path in sorted(root.glob("seed*/*/metrics.json")):
+            m = json.loads(path.read_text())
+            if m.get("status") == "completed":
+                runs.setdefault(path.parent.name, []).append(m)
+        if not runs:
+            continue
+        base = [m["base"]["accuracy"] for ms in runs.values() for m in ms]
+        print(f"\n### {method.upper()}\n")
+        print(f"Base accuracy {statistics.mean(base):.3f} (60 problems, the same for every run).\n")
+        print("| arm | seeds | accuracy | gain over base | general perplexity change | "
+              "blocks trained per step | trainable pool | optimizer state (MiB) | median step (s) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for arm, label in ARMS.items():
+            ms = runs.get(arm, [])
+            if not ms:
+                continue
+            bps = [_blocks_per_step(m) for m in ms]
+            print(f"| {label} | {len(ms)} | {_ms([m['final']['accuracy'] for m in ms])} | "
+                  f"{_ms([m['final']['accuracy'] - m['base']['accuracy'] for m in ms], '{:+.3f}')} | "
+                  f"{_ms([100 * m['forgetting']['relative_change'] for m in ms], '{:+.1f}%')} | "
+                  f"{_ms(bps, '{:.1f}') if bps[0] is not None else 'LoRA'} | "
+                  f"{ms[0]['trainable']['params']:,} | "
+                  f"{_ms([m['optimizer_state_bytes'] / 2**20 for m in ms], '{:.1f}')} | "
+                  f"{_ms([m['step_seconds_median'] for m in ms], '{:.2f}')} |")
+
+
+if __name__ == "__main__":
+    main()
