@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-ARMS = ("uniform", "growth", "growth50", "growth-last", "growth50-last")
+ARMS = ("uniform", "growth", "growth50", "growth-last", "growth50-last", "growth-random")
 
 
 def _mean_sd(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -94,7 +94,7 @@ def main() -> None:
         d = json.loads(diag.read_text())
         deltas = ", ".join(f"{layer['removal_delta_pct']:+.2f}" for layer in d["layers"])
         print(f"- {seed}: probe perplexity {d['baseline_perplexity']:.1f}; removal delta by block: {deltas}")
-        for arm in ("growth", "growth-last"):
+        for arm in ("growth", "growth-last", "growth-random"):
             m = runs.get(arm, {}).get(seed)
             if m:
                 phases = "; ".join(f"{p['from']}-{p['to']}: {','.join(map(str, p['blocks']))}"
@@ -111,15 +111,17 @@ def _plot(runs: dict[str, dict[str, dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = dict(zip(ARMS, ("black", "tab:blue", "tab:cyan", "tab:red", "tab:orange")))
+    colors = dict(zip(ARMS, ("black", "tab:blue", "tab:cyan", "tab:red", "tab:orange", "tab:green")))
     for arm in ARMS:
         for i, m in enumerate(runs.get(arm, {}).values()):
             steps = [h["step"] for h in m["history"] if "loss" in h]
-            loss = [h["loss"] for h in m["history"] if "loss" in h]
+            raw = [h["loss"] for h in m["history"] if "loss" in h]
+            loss = [sum(raw[max(0, j - 19):j + 1]) / len(raw[max(0, j - 19):j + 1])
+                    for j in range(len(raw))]  # mean of the last 20 steps
             ax.plot(steps, loss, color=colors[arm], alpha=0.6, lw=0.8, label=arm if i == 0 else None)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/token)")
-    ax.set_ylim(top=8)
+    ax.set_ylabel("training loss, mean of the last 20 steps (nats/token)")
+    ax.set_ylim(top=7.5)
     ax.set_title("Growth vs uniform from scratch, 12-block 10.0M llama, WikiText-2 (3 seeds)")
     ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)

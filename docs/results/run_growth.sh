@@ -10,6 +10,8 @@
 #               anti-layers (removal delta < 0) never train (@skip, the paper's "skipped"), N steps
 #   growth50  : the same schedule over N/2 steps
 #   growth-last, growth50-last: the same, but anti-layers train in the last phase (@last)
+#   growth-random: the control: growth's phase lengths and sizes, blocks in a random order
+#               (random.Random(seed)), so only the importance ranking differs from growth
 # Resumable: a run whose metrics.json says "completed" is skipped; anything else is rerun.
 #   bash docs/results/run_growth.sh [OUT_DIR] [N]       (default out/growth, N=400)
 set -euo pipefail
@@ -42,6 +44,19 @@ for seed in 0 1 2; do
   run $S/growth50 "${GROWTH[@]}" --steps $((N / 2)) --seed $seed
   run $S/growth-last "${LAST[@]}" --steps $N --seed $seed
   run $S/growth50-last "${LAST[@]}" --steps $((N / 2)) --seed $seed
+done
+for seed in 0 1 2; do  # the control, after the main arms (resumable)
+  S=$OUT/seed$seed
+  PHASES=$(.venv/bin/python - "$S/growth/metrics.json" $seed <<'PY'
+import json, random, sys
+phases = json.load(open(sys.argv[1]))["schedule"]["phases"]
+order = list(range(12))
+random.Random(int(sys.argv[2])).shuffle(order)
+print(";".join(f"{','.join(map(str, sorted(order[:len(p['blocks'])])))}@{p['to'] - p['from'] + 1}"
+               for p in phases))
+PY
+)
+  run $S/growth-random --layers "embed,norm,head+all" --schedule "phases:$PHASES" --steps $N --seed $seed
 done
 mkdir -p docs/results/growth
 .venv/bin/python docs/results/growth_table.py $OUT --steps $N --plot docs/results/growth/curves.png \
