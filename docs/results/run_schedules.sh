@@ -7,7 +7,8 @@
 # importance-sampled G=2 every 5 steps (p ~ exp(z), z = the SFT sweep's C(k) standardised),
 # growth (4 phases from the SFT sweep's C(k)), LoRA r=16 on every linear layer, full.
 # Learning rates as in the sweeps: one or a few blocks 3e-4 (SFT) / 5e-5 (GRPO), full 3e-5 / 1e-5,
-# LoRA the defaults 1e-3 / 2e-4. --park keep (the default) for the schedules.
+# LoRA the defaults 1e-3 / 2e-4. --park keep (the default) for the schedules. Growth trains up to
+# every block, so it also runs at full training's rate (growth-fulllr), after the other arms.
 # Resumable: a run whose metrics.json says "completed" is skipped.
 #   bash docs/results/run_schedules.sh [OUT_DIR]        (default out/schedules)
 set -euo pipefail
@@ -36,6 +37,13 @@ for method in sft grpo; do
     run $S/growth "${A[@]}" --layers all --schedule "growth@$C:contribution_mean@4" --lr $LR
     run $S/lora16 "${A[@]}" --lora --rank 16 --lora-targets all --lora-budget per-layer
     run $S/full "${A[@]}" --full --lr $FULL_LR
+  done
+done
+for method in sft grpo; do  # growth at full training's learning rate (added after the first pass)
+  if [ $method = sft ]; then FULL_LR=3e-5; EXTRA=(); else FULL_LR=1e-5; EXTRA=(--num-generations 8); fi
+  for seed in 0 1 2; do
+    run $OUT/$method/seed$seed/growth-fulllr --method $method --seed $seed "${EXTRA[@]}" --layers all \
+        --schedule "growth@$C:contribution_mean@4" --lr $FULL_LR
   done
 done
 mkdir -p docs/results/schedules

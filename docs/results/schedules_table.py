@@ -18,6 +18,7 @@ ARMS = {
     "lisa2": "LISA G=2 @5",
     "sample2": "sampled G=2 @5",
     "growth": "growth (4 phases)",
+    "growth-fulllr": "growth, full's lr",
     "lora16": "LoRA r=16, all linear",
     "full": "full",
 }

@@ -212,3 +212,25 @@ def test_interrupt_save_every_and_resume_on_two_processes(tmp_path):
     one = train(TrainConfig(layers="2", method="sft", steps=4, batch_size=8, **SAME_AS_TINY),
                 CPU_TINY)
     _assert_close(saved, one.model_object)
+
+
+def test_a_block_schedule_on_two_processes(tmp_path):
+    # blocks 1 and 2 take turns; 0 and 3 are in --layers but never scheduled. Under DDP the
+    # inactive blocks are unused parameters: they must get no update on any rank, the ranks must
+    # agree, and the run must end where one process on the global batch ends.
+    out = tmp_path / "run"
+    proc = _launch(*_with_rank_weights(tmp_path), "train", *TINY, "--layers", "0-3", "--method",
+                   "sft", "--steps", "4", "--batch-size", "4",
+                   "--schedule", "phases:1@2;2@2", "--out", str(out))
+    assert proc.returncode == 0, _tail(proc)
+    m = _metrics(out)
+    assert m["status"] == "completed" and m["processes"] == 2 and m["steps_completed"] == 4
+    assert m["schedule"]["phases"] == [{"from": 1, "to": 2, "blocks": [1]},
+                                       {"from": 3, "to": 4, "blocks": [2]}]
+    rank0, rank1 = _rank_weights(tmp_path)
+    assert all(torch.equal(rank0[n], rank1[n]) for n in rank0), "the ranks' weights differ"
+    saved = _saved(out)
+    assert _changed_blocks(saved) == {1, 2}
+    one = train(TrainConfig(layers="0-3", method="sft", steps=4, batch_size=8,
+                            schedule="phases:1@2;2@2", **SAME_AS_TINY), CPU_TINY)
+    _assert_close(saved, one.model_object)

@@ -246,16 +246,3 @@ def test_every_method_follows_the_schedule(toy_task, method):
     held = {id(p) for p in opt.state}
     for i, has_state in ((0, False), (1, True), (2, True), (3, False)):
         assert any(id(p) in held for p in _block(after, i).values()) == has_state, (method, i)
-
-
-def test_a_schedule_in_a_multi_process_run_is_refused_before_loading(monkeypatch, tmp_path):
-    from layerwise.training.config import ModelConfig
-    from layerwise.training.recipe import TrainRecipe
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    config = TrainConfig(task="arithmetic", layers="0-3", steps=4, schedule="lisa:1@2",
-                         out=str(tmp_path / "r"), **QUICK)
-    recipe = TrainRecipe(config, ModelConfig(model="tiny:llama"))
-    with pytest.raises(LayerwiseError, match="runs in one process for now"):
-        recipe.check()
-    assert recipe.loaded is None and not (tmp_path / "r").exists()

@@ -78,8 +78,10 @@ def common_args(config: "TrainConfig", output_dir: str, report_to: list[str],
         gradient_checkpointing_kwargs={"use_reentrant": False},  # used when TRL re-enables it
         disable_tqdm=True,
         dataloader_num_workers=0,
-        # Frozen blocks get no gradient: DDP must not wait for them.
-        ddp_find_unused_parameters=False,
+        # Frozen blocks get no gradient: DDP must not wait for them. Under --schedule the active
+        # blocks change during the run: DDP finds the unused ones each step (and leaves their
+        # gradients None on every rank, so AdamW skips them as in one process).
+        ddp_find_unused_parameters=config.schedule != "fixed",
     )
 
 

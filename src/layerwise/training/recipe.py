@@ -140,10 +140,6 @@ class TrainRecipe:
             raise LayerwiseError("FSDP is not supported yet: transformers' Trainer refuses the "
                                  "blocks-only optimizer under FSDP; launch with DDP instead "
                                  "(docs/distributed.md)")
-        if cfg.schedule != "fixed" and process_count() > 1:
-            raise LayerwiseError(f"--schedule {cfg.schedule!r} runs in one process for now (DDP "
-                                 "would need the same active blocks and unused-parameter handling "
-                                 "on every rank): launch without torchrun/accelerate, or drop it")
         self.task = get_task(cfg.task, **cfg.task_kwargs())
         if getattr(self.task, "kind", None) != "lm":
             # Reads the task's data files now (one item of each split), not after the base
