@@ -93,11 +93,14 @@ def schedule_plan(config, model_config):
     """The --schedule plan resolved on the meta-device model (None: fixed, or no meta build)."""
     if config.schedule == "fixed":
         return None
+    layers = meta_layers(model_config.model, model_config.trust_remote_code)
+    return plan_on(config, layers) if layers is not None else None
+
+
+def plan_on(config, layers: LayerMap):
+    """The --schedule plan over the blocks of --layers on this structure."""
     from layerwise.training.schedules import make_plan
 
-    layers = meta_layers(model_config.model, model_config.trust_remote_code)
-    if layers is None:
-        return None
     pool = resolve_selection(layers, config.layers).blocks
     return make_plan(config.schedule, pool, config.steps, config.seed,
                      lambda text: resolve_selection(layers, text).blocks, num_blocks=len(layers.blocks))
@@ -115,11 +118,7 @@ def check_selections(config, layers: LayerMap) -> None:
         except LayerwiseError as exc:
             raise LayerwiseError(f"--lora-layers: {exc}") from None
     if config.schedule != "fixed":
-        from layerwise.training.schedules import make_plan
-
-        pool = resolve_selection(layers, config.layers).blocks
-        make_plan(config.schedule, pool, config.steps, config.seed,
-                  lambda text: resolve_selection(layers, text).blocks, num_blocks=len(layers.blocks))
+        plan_on(config, layers)
     scales = parse_lr_scale(config.lr_scale, layers)
     if scales and config.layers is not None:
         trained = set(resolve_selection(layers, config.layers).blocks)

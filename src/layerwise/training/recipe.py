@@ -246,16 +246,13 @@ class TrainRecipe:
     def _block_schedule(self):
         """The --schedule callback over the blocks of --layers (the optimizer holds them all)."""
         from layerwise.models.arch import discover_layers
-        from layerwise.selection.resolve import resolve_selection
-        from layerwise.training.schedules import BlockSchedule, make_plan
+        from layerwise.training.precheck import plan_on
+        from layerwise.training.schedules import BlockSchedule
         from layerwise.training.trainable import block_of
 
         cfg, layers = self.config, discover_layers(self.model)
-        pool = self.trainable.blocks
-        plan = make_plan(cfg.schedule, pool, cfg.steps, cfg.seed,
-                         lambda text: resolve_selection(layers, text).blocks,
-                         num_blocks=len(layers.blocks))
-        params: dict[int, list] = {b: [] for b in pool}
+        plan = plan_on(cfg, layers)  # the pool: the blocks of --layers, as self.trainable.blocks
+        params: dict[int, list] = {b: [] for b in self.trainable.blocks}
         for name, p in self.model.named_parameters():
             b = block_of(name, layers)
             if p.requires_grad and b in params:
