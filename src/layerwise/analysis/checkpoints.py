@@ -102,6 +102,28 @@ class Checkpoint:
             for name, info in read_header(file).items():
                 self._meta[name] = info
                 self._where[name] = file
+        self.tying = self._expand_tying()
+
+    def _expand_tying(self) -> dict | None:
+        """A tied checkpoint (tying.json beside the weights): in the compact form, each tied
+        block's tensors are its source block's, so they are listed under both names."""
+        from layerwise.models.tying import TYING_FILE, read_tying_file
+
+        f = (self.path if self.path.is_dir() else self.path.parent) / TYING_FILE
+        if not f.is_file():
+            return None
+        doc = read_tying_file(f)
+        prefix = doc.get("blocks_path")
+        if doc.get("form") != "compact" or not prefix:
+            return doc
+        for i, j in enumerate(doc["sources"]):
+            if i == j:
+                continue
+            src = f"{prefix}.{j}."
+            for name in [n for n in self._meta if n.startswith(src)]:
+                alias = f"{prefix}.{i}." + name[len(src):]
+                self._meta[alias], self._where[alias] = self._meta[name], self._where[name]
+        return doc
 
     @property
     def names(self) -> list[str]:

@@ -43,6 +43,7 @@ def _as_json(loaded, layers, summary, selection) -> str:
         "num_blocks": layers.num_blocks,
         "blocks_path": layers.blocks_path,
         "head_tied": layers.head_tied,
+        "tying": _tying_json(loaded.model, layers),
         "total_parameters": summary.total,
         "trainable_parameters": summary.trainable,
         "rows": [
@@ -55,6 +56,27 @@ def _as_json(loaded, layers, summary, selection) -> str:
             "parameter_names": sorted(selection.names),
         },
     }, indent=2)
+
+
+def _tying_json(model, layers) -> dict | None:
+    from layerwise.models.tying import count_parameters, detect_sources
+
+    sources = detect_sources(layers.blocks)
+    if all(i == j for i, j in enumerate(sources)):
+        return None
+    return {"sources": list(sources), **count_parameters(model).to_dict()}
+
+
+def _tying_note(model, layers) -> str:
+    """A line for a tied model (blocks that share another block's weights), else nothing."""
+    from layerwise.models.tying import count_parameters, describe_map, detect_sources
+
+    sources = detect_sources(layers.blocks)
+    if all(i == j for i, j in enumerate(sources)):
+        return ""
+    c = count_parameters(model)
+    return (f"tying   {describe_map(sources)}: {c.unique:,} unique parameters in {c.total:,} "
+            f"positions ({len(set(sources))} of {len(sources)} blocks hold weights)\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,5 +108,9 @@ def run(args: argparse.Namespace) -> int:
         text = _as_json(loaded, layers, summary, selection)
     else:
         text = layer_table(loaded.source, layers, summary, selection)
+        note = _tying_note(loaded.model, layers)
+        if note:  # after the model, type and parts lines
+            lines = text.split("\n")
+            text = "\n".join(lines[:3] + [note.rstrip("\n")] + lines[3:])
     _emit(text, args.output)
     return 0

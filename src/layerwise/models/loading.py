@@ -223,6 +223,18 @@ def _load_pretrained(
     return model, tokenizer
 
 
+def _load_compact_tied(path: Path, dtype: torch.dtype, trust_remote_code: bool):
+    """A compact tied checkpoint: the model built from its config; `restore_tying` fills it."""
+    config = _load_config(str(path), trust_remote_code, True, True)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise LayerwiseError(f"model '{path}' has no usable tokenizer: {exc}") from exc
+    return model, tokenizer
+
+
 def _tiny_tokenizer(tokenizer: str | None, tokenizer_data: str | None):
     """The tokenizer of a tiny model, and how to name it in `LoadedModel.source`."""
     kind, vocab = parse_tokenizer_spec(tokenizer)
@@ -296,7 +308,13 @@ def load_model(
                 f"model path {path} is a file; expected an HF checkpoint directory or a .gguf file"
             )
         _check_local_dir(path)
-        model, tok = _load_pretrained(str(path), torch_dtype, trust_remote_code)
+        from layerwise.models.tying import TYING_FILE, read_tying_file, restore_tying
+
+        if (path / TYING_FILE).is_file() and read_tying_file(path / TYING_FILE).get("form") == "compact":
+            model, tok = _load_compact_tied(path, torch_dtype, trust_remote_code)
+        else:
+            model, tok = _load_pretrained(str(path), torch_dtype, trust_remote_code)
+        restore_tying(model, path)  # a tied checkpoint: the sharing comes back
         source = str(path)
     else:
         if spec_text.count("/") > 1 or spec_text.startswith((".", "/", "~")):

@@ -83,6 +83,11 @@ class NaNGuard(TrainerCallback):
         self.good_step = 0
         self.failed_reason: str | None = None
 
+    def track(self, model: torch.nn.Module) -> None:
+        """The trainable parameters changed (dynamic tying): guard the new set from here on."""
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.good = [p.detach().clone() for p in self.params]
+
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.params)
 

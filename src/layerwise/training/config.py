@@ -96,6 +96,15 @@ class TrainConfig:
     park: str = opt("keep", "an inactive block's optimizer state: keep (in place), cpu (host "
                     "memory while inactive), drop (LISA: start afresh)", G_WHAT,
                     choices=("keep", "cpu", "drop"))
+    tying: str = opt("none", "blocks that share weights: none, static:all|pairs|cycle:K|mirror|"
+                     "map:FILE, random, dqn[:faithful|:FAULT,...], dqn-gain[:cost=X] "
+                     "(docs/training.md)", G_WHAT, metavar="POLICY", sweep=False)
+    tie_every: int | None = opt(None, "dynamic tying: steps between two decisions", G_WHAT,
+                                metavar="K", none_means="4 (the paper's minibatches per decision)", sweep=False)
+    tied_save: str = opt("full", "a tied model's model/: full (plain HF, shared weights written "
+                         "out), compact (each shared tensor once; layerwise restores the sharing), "
+                         "both (model/ and model-compact/)", G_WHAT,
+                         choices=("full", "compact", "both"), sweep=False)
     mask_from: str | None = opt(None, "subnetwork-only training: only entries where BASE and "
                                 "TUNED differ (|delta| > --mask-tol, fp32) may change; BASE may be "
                                 "'embedded', TUNED a run directory", G_WHAT, metavar="BASE,TUNED",
@@ -204,6 +213,7 @@ class TrainConfig:
                                      "with --full or --lora it means nothing (use --layers SPEC)")
             if self.mask_from:
                 raise LayerwiseError("--schedule and --mask-from together are not supported")
+        self._check_tying(method)
         if self.mask_tol < 0:
             raise LayerwiseError(f"--mask-tol {self.mask_tol}: must be >= 0")
         if self.merge and not self.lora:
@@ -211,6 +221,34 @@ class TrainConfig:
         if (self.data or self.eval_data) and self.task != "lm":
             raise LayerwiseError("--data/--eval-data are the lm task's texts: add --task lm "
                                  "(other tasks take their files as --task-option)")
+
+    def _check_tying(self, method) -> None:
+        from layerwise.training.tying import parse_tying
+
+        spec = parse_tying(self.tying)
+        if self.tie_every is not None and self.tie_every < 1:
+            raise LayerwiseError(f"--tie-every {self.tie_every}: must be >= 1")
+        if self.tied_save not in ("full", "compact", "both"):
+            raise LayerwiseError(f"--tied-save {self.tied_save!r}; valid: full, compact, both")
+        if self.tie_every is not None and not spec.dynamic:
+            raise LayerwiseError(f"--tie-every applies to dynamic tying (--tying random, dqn, "
+                                 f"dqn-gain); --tying {self.tying!r} decides nothing during the run")
+        if not spec.active:
+            return
+        if self.lora:
+            raise LayerwiseError(f"--tying {self.tying!r} with --lora: tying shares a block's own "
+                                 "weights, LoRA freezes them (use --full or --layers)")
+        if self.schedule != "fixed":
+            raise LayerwiseError("--tying and --schedule together are not supported")
+        if self.mask_from:
+            raise LayerwiseError("--tying and --mask-from together are not supported")
+        if spec.dynamic:
+            if not self.full:
+                raise LayerwiseError(f"--tying {self.tying!r} decides for every block: use --full")
+            if not method.trains_on_text:
+                raise LayerwiseError(f"--tying {self.tying!r} is rewarded by a cross-entropy on "
+                                     "the training data: --method sft (static tying works with "
+                                     "every method)")
 
     @property
     def mode(self) -> str:

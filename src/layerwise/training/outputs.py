@@ -22,13 +22,17 @@ CURVE_KEYS = (("loss", "loss"), ("reward", "reward"), ("rewards/mean", "reward")
               ("mean_token_accuracy", "token accuracy"), ("rewards/accuracies", "pair accuracy"))
 
 
-def save_model_atomic(model, tokenizer, dest: str | Path) -> Path:
-    """`model.save_pretrained` into a temporary directory, renamed to `dest` once complete."""
+def save_model_atomic(model, tokenizer, dest: str | Path, writer=None) -> Path:
+    """`model.save_pretrained` (or `writer(tmp)`) into a temporary directory, renamed to `dest`
+    once complete."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp)
+        if writer is not None:
+            writer(tmp)
+        else:
+            model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if dest.exists():
@@ -100,5 +104,57 @@ def plot_schedule(phases: list[dict], blocks, path: str | Path, title: str) -> P
     ax.set_xlabel("step")
     ax.set_ylabel("block")
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_tying(path: str | Path, record: dict | None) -> Path | None:
+    """The run's tying over time: the starting map, every decision, the final map, the counts."""
+    if record is None:
+        return None
+    return atomic_write_text(Path(path), json.dumps(json_safe(record), indent=2) + "\n")
+
+
+def plot_tying(record: dict | None, path: str | Path, title: str) -> Path | None:
+    """Blocks x steps, each cell coloured by the block whose weights that block used (its own:
+    white), with the unique parameter count over the run beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if record is None:
+        return None
+    n = len(record["start"])
+    marks = [(0, record["start"])] + [(h["decided_at"], h["sources"]) for h in record["history"]]
+    steps = max([m[0] for m in marks] + [h["step"] for h in record["history"]] + [1])
+    grid = np.full((n, len(marks)), np.nan)
+    for c, (_s, src) in enumerate(marks):
+        for b, j in enumerate(src):
+            grid[b, c] = np.nan if j == b else j
+    edges = [m[0] for m in marks] + [steps]
+    fig, axes = plt.subplots(2 if record["history"] else 1, 1, squeeze=False,
+                             figsize=(min(12, 4 + len(marks) / 15), 2 + 0.3 * n),
+                             gridspec_kw={"height_ratios": [3, 1]} if record["history"] else None)
+    ax = axes[0][0]
+    cmap = plt.get_cmap("viridis", max(2, n)).with_extremes(bad="white")
+    mesh = ax.pcolormesh(edges, np.arange(n + 1) - 0.5, np.ma.masked_invalid(grid), cmap=cmap,
+                         vmin=-0.5, vmax=n - 0.5, shading="flat")
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_yticks(range(n), [str(b) for b in range(n)], fontsize=7)
+    ax.set_ylabel("block")
+    ax.set_title(f"{title}: colour = the block whose weights it uses (white: its own)", fontsize=9)
+    fig.colorbar(mesh, ax=ax, label="source block", ticks=range(n))
+    if record["history"]:
+        bx = axes[1][0]
+        bx.step([0] + [h["step"] for h in record["history"]],
+                [record["counts_start"]["unique"]] + [h["unique_params"] for h in record["history"]],
+                where="post")
+        bx.set_ylabel("unique params")
+        bx.set_xlabel("step")
+        bx.set_xlim(ax.get_xlim())
+    else:
+        ax.set_xlabel("step (a static map)")
     fig.tight_layout()
     return save_figure(fig, path)

@@ -119,6 +119,10 @@ def check_selections(config, layers: LayerMap) -> None:
             raise LayerwiseError(f"--lora-layers: {exc}") from None
     if config.schedule != "fixed":
         plan_on(config, layers)
+    if config.tying != "none":
+        from layerwise.training.tying import check_tying, parse_tying
+
+        check_tying(parse_tying(config.tying), layers.num_blocks, config.tie_every)
     scales = parse_lr_scale(config.lr_scale, layers)
     if scales and config.layers is not None:
         trained = set(resolve_selection(layers, config.layers).blocks)

@@ -130,6 +130,8 @@ class TrainRecipe:
         self.resume_checkpoint: Path | None = None
         self.pairs: list[dict] | None = None
         self.trainer = None
+        self.tied = None  # --tying: the model's TiedBlocks
+        self.tying_callback = None
         self.stop = GracefulStop()
 
     # ---- 1. check ------------------------------------------------------------------------
@@ -232,7 +234,10 @@ class TrainRecipe:
         log.info("training %s: %s trainable of %s parameters (%.2f%%)", self.trainable.description,
                  f"{self.trainable.trainable_params:,}", f"{self.trainable.total_params:,}",
                  100 * self.trainable.share)
+        self.tied = self._tie() if cfg.tying != "none" else None
         self.optimizer = build_optimizer(self.model, cfg)
+        if self.tied is not None:
+            self._bind_tying()
         self.schedule = self._block_schedule() if cfg.schedule != "fixed" else None
         if cfg.gradient_checkpointing:
             enable_checkpointing(self.model)
@@ -259,6 +264,71 @@ class TrainRecipe:
                 params[b].append(p)
         self.plan = plan
         return BlockSchedule(plan, params, self.optimizer, cfg.park)
+
+    def _tie(self):
+        """Apply the run's starting tying map (or the checkpoint's, when resuming)."""
+        from layerwise.models.arch import discover_layers
+        from layerwise.models.tying import TiedBlocks, count_parameters, read_tying_file
+        from layerwise.training.tying import check_tying, parse_tying
+
+        cfg = self.config
+        self.tying_spec = spec = parse_tying(cfg.tying)
+        layers = discover_layers(self.model)
+        start = check_tying(spec, layers.num_blocks, cfg.tie_every)
+        self.tying_untied_counts = count_parameters(self.model)
+        alias = "alias" in spec.faults
+        self.tying_frozen: set[int] = set()
+        if self.resume_checkpoint is not None:
+            if alias:
+                raise LayerwiseError("a run with the 'alias' fault cannot resume: its storage "
+                                     "aliasing is not a map that can be rebuilt (rerun it)")
+            f = self.resume_checkpoint / "tying.json"
+            if f.is_file():
+                start = tuple(read_tying_file(f, layers.num_blocks)["sources"])
+            agent = self.resume_checkpoint / "tying_agent.json"
+            if agent.is_file():
+                self.tying_frozen = set(json.loads(agent.read_text())["frozen"])
+        elif "frozen-start" in spec.faults:
+            self.tying_frozen = set(range(1, layers.num_blocks))
+        tied = TiedBlocks(self.model, layers.blocks, alias=alias)
+        tied.apply(start)
+        self.tying_start = list(tied.sources)
+        log.info("tying %s: %s", cfg.tying, describe_tying(tied.sources))
+        return tied
+
+    def _bind_tying(self) -> None:
+        """The optimizer is built: hand it to the tying, freeze a frozen start, hook the saving."""
+        self.tied.bind_optimizer(self.optimizer)
+        self.tied.book.reorder(self.model)
+        for b in self.tying_frozen:  # in the optimizer (as in the official code), without gradient
+            for p in self.tied.blocks[b].parameters():
+                p.requires_grad_(False)
+        self.tying_counts_start = c = self.tied.counts()
+        self.trainable.trainable_params, self.trainable.total_params = c.trainable, c.unique
+        log.info("with tying: %s trainable of %s unique parameters (%s positions)",
+                 f"{c.trainable:,}", f"{c.unique:,}", f"{c.total:,}")
+        self.tying_callback = None
+        model, recipe = self.model, self
+        from layerwise.models.arch import discover_layers
+
+        blocks_path = discover_layers(model).blocks_path
+
+        def save_pretrained(save_directory, *args, state_dict=None, **kw):
+            from layerwise.models.tying import TYING_FILE, full_state_dict, tying_document
+
+            full = full_state_dict(model) if state_dict is None else _unshare(state_dict)
+            type(model).save_pretrained(model, save_directory, *args, state_dict=full, **kw)
+            d = Path(save_directory)
+            doc = tying_document(recipe.tied.sources, recipe.tied.n, "full", blocks_path=blocks_path,
+                                 policy=recipe.config.tying)
+            (d / TYING_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+            if recipe.tying_callback is not None and d.name.startswith("checkpoint-"):
+                recipe.tying_callback.save(d)  # a Trainer checkpoint: the agent resumes from it
+
+        # Trainer checkpoints and our own save call model.save_pretrained; transformers refuses
+        # tensors shared between blocks, so this model writes every position out in full, with
+        # the map beside it (and restores the sharing when layerwise loads it).
+        model.save_pretrained = save_pretrained
 
     def _tokenizer_args(self) -> dict:
         if not self.tokenizer_data:
@@ -295,11 +365,31 @@ class TrainRecipe:
         with _tensorboard_dir(self.out / "tensorboard" if report_to else None):
             self.trainer = self.method.build(self.model, self.loaded.tokenizer, self.task, cfg,
                                              self.args, callbacks, self.optimizer, pairs=self.pairs)
+        if self.tied is not None and self.tying_spec.dynamic:
+            self._dynamic_tying()
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         # Ours shows the running reward as well, and keeps stdout for results.
         self.trainer.remove_callback(ProgressCallback)
         self.trainer.remove_callback(PrinterCallback)
+
+    def _dynamic_tying(self) -> None:
+        from layerwise.training.tying import DEFAULT_EVERY, DynamicTying, LossProbe
+
+        cfg = self.config
+        probe = LossProbe(self.trainer.train_dataset, self.trainer.data_collator,
+                          rows=cfg.batch_size, seed=cfg.seed, device=self.device)
+
+        def changed():
+            self.guard.track(self.model)
+
+        cb = DynamicTying(self.tied, self.tying_spec, cfg.tie_every or DEFAULT_EVERY, probe,
+                          cfg.steps, cfg.seed, on_change=changed)
+        cb.frozen = set(self.tying_frozen)
+        if self.resume_checkpoint is not None and (self.resume_checkpoint / "tying_agent.json").is_file():
+            cb.load(self.resume_checkpoint)
+        self.tying_callback = cb
+        self.trainer.add_callback(cb)
 
     # ---- 4. fit --------------------------------------------------------------------------
     def fit(self) -> None:
@@ -329,7 +419,7 @@ class TrainRecipe:
         if self.out is None or not self.main:
             return
         tok = self.loaded.tokenizer
-        save_model_atomic(self.model, tok, self.out / "model")
+        self._save_model(tok)
         if self.config.merge:
             import copy
 
@@ -345,6 +435,24 @@ class TrainRecipe:
 
             plot_schedule(self.result.schedule["phases"], self.trainable.blocks,
                           self.out / "schedule.png", f"--schedule {self.config.schedule}")
+
+    def _save_model(self, tok) -> None:
+        if self.tied is None:
+            save_model_atomic(self.model, tok, self.out / "model")
+            return
+        from layerwise.models.tying import save_tied
+        from layerwise.training.outputs import plot_tying, write_tying
+
+        form = self.config.tied_save
+        compact = lambda tmp: save_tied(self.model, None, tmp, self.tied.sources, compact=True,  # noqa: E731
+                                        policy=self.config.tying)
+        if form in ("full", "both"):
+            save_model_atomic(self.model, tok, self.out / "model")
+        if form in ("compact", "both"):
+            save_model_atomic(self.model, tok, self.out / ("model" if form == "compact" else "model-compact"),
+                              writer=compact)
+        write_tying(self.out / "tying.json", self.result.tying)
+        plot_tying(self.result.tying, self.out / "tying.png", f"--tying {self.config.tying}")
 
     # ---- the whole run -------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -410,10 +518,27 @@ class TrainRecipe:
         if self.schedule is not None:
             r.schedule = {"policy": cfg.schedule, "park": cfg.park, "seed": cfg.seed,
                           "phases": self.plan.phases(), "steps_taken": len(self.schedule.history)}
+        if self.tied is not None:
+            r.tying = self._tying_record()
         r.history = self.result.history + self.recorder.history
         r.first_step_seconds = self.recorder.first_step_at - self._t0 if self.recorder.first_step_at else None
         r.platform = {"python": platform.python_version(), "torch": torch.__version__,
                       "transformers": transformers.__version__, "threads": torch.get_num_threads()}
+
+    def _tying_record(self) -> dict:
+        from layerwise.training.tying import DEFAULT_EVERY, TyingRecord
+
+        end = self.tied.counts()
+        cb = self.tying_callback
+        return TyingRecord(
+            policy=self.config.tying,
+            every=(self.config.tie_every or DEFAULT_EVERY) if self.tying_spec.dynamic else None,
+            start=self.tying_start, final=list(self.tied.sources),
+            final_description=describe_tying(self.tied.sources),
+            counts_start=self.tying_counts_start.to_dict(), counts_end=end.to_dict(),
+            untied_counts=self.tying_untied_counts.to_dict(),
+            history=cb.history if cb is not None else []).to_dict() | {
+                "num_blocks": self.tied.n, "sources": list(self.tied.sources)}  # a map file too
 
     def _attach(self) -> None:
         self.result.model_object = getattr(self, "model", None)
@@ -455,6 +580,21 @@ class TrainRecipe:
         self.result.status = "failed"
         self.result.failure = f"{type(exc).__name__}: {first}" if not isinstance(exc, LayerwiseError) else first
         self._write()
+
+
+def describe_tying(sources) -> str:
+    from layerwise.models.tying import describe_map
+
+    return describe_map(sources)
+
+
+def _unshare(state_dict: dict) -> dict:
+    """A state dict whose tensors share no storage (transformers refuses shared ones)."""
+    out, seen = {}, set()
+    for k, t in state_dict.items():
+        out[k] = t.detach().clone() if t.data_ptr() in seen else t
+        seen.add(t.data_ptr())
+    return out
 
 
 class _tensorboard_dir:

@@ -121,6 +121,7 @@ class RunResult:
     pairs: dict | None = None
     subnetwork: dict | None = None
     schedule: dict | None = None  # --schedule: the policy, --park, and the active blocks per phase
+    tying: dict | None = None  # --tying: the policy, the maps at start and end, counts, decisions
     history: list[dict] = field(default_factory=list)
     platform: dict = field(default_factory=dict)
     processes: int = 1
