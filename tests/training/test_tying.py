@@ -295,3 +295,28 @@ def test_tying_with_lora_and_bad_maps_are_refused(capsys, tmp_path):
         code, out, err = run(capsys, "train", "--model", "tiny:llama", "--task", "lm", "--full",
                              "--steps", "2", "--tying", f"static:map:{f}")
         _one_line_error(code, out, err, pattern)
+
+
+@pytest.mark.parametrize("policy", ["dqn", "dqn-gain"])
+def test_a_dynamic_tying_run_resumes_as_if_never_stopped(tmp_path, policy):
+    from tests.training.test_resume import SignalAt
+
+    from layerwise.training.runner import resume
+
+    cfg = dict(steps=6, tying=policy, tie_every=1, seed=2, **LM)
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **cfg), "tiny:llama")
+    cut = train(TrainConfig(out=str(tmp_path / "cut"), save_every=2, **cfg), "tiny:llama",
+                extra_callbacks=[SignalAt(3)])
+    assert cut.status == "interrupted" and cut.steps_completed == 4
+    ckpt = tmp_path / "cut" / "checkpoints" / "checkpoint-4"
+    assert (ckpt / "tying.json").is_file() and (ckpt / "tying_agent.json").is_file()
+    done = resume(str(tmp_path / "cut"), quiet=True)
+    assert done.status == "completed" and done.resumed_from_step == 4
+    key = lambda r: [(h["step"], h["block"], h["action"]) for h in r.tying["history"]]  # noqa: E731
+    assert key(done) == key(whole)
+    assert done.tying["final"] == whole.tying["final"]
+    for a, b in zip(done.tying["history"], whole.tying["history"]):
+        assert a["reward"] == pytest.approx(b["reward"], rel=1e-4, abs=1e-5)
+    wa = AutoModelForCausalLM.from_pretrained(tmp_path / "whole" / "model").state_dict()
+    wb = AutoModelForCausalLM.from_pretrained(tmp_path / "cut" / "model").state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)

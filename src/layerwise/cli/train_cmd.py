@@ -70,8 +70,19 @@ def summary_lines(r: RunResult) -> list[str]:
         f"{r.optimizer_state_bytes / 2**20:.1f} MiB, peak memory {_fmt(r.peak_memory_mb, '.0f')} MiB, "
         f"wall {_fmt(r.wall_seconds, '.1f')} s",
         *_subnetwork_lines(r.subnetwork),
+        *_tying_lines(r.tying),
         f"status        {r.status}" + (f": {r.failure}" if r.failure else ""),
     ]
+
+
+def _tying_lines(t: dict | None) -> list[str]:
+    if not t:
+        return []
+    c, u = t["counts_end"], t["untied_counts"]
+    decided = f", {len(t['history'])} decisions" if t["history"] else ""
+    return [f"tying         {t['policy']}: {t['final_description']}{decided}; unique parameters "
+            f"{c['unique']:,} of {u['unique']:,} untied ({c['unique'] / u['unique']:.1%}), "
+            f"trainable {c['trainable']:,}"]
 
 
 def _subnetwork_lines(sub: dict | None) -> list[str]:
@@ -115,6 +126,7 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
         blocks = "" if config.layers else f", blocks {', '.join(map(str, t.blocks)) or 'none'}"
         sys.stdout.write(f"# trains {t.description}: {t.trainable_params:,} of {t.total_params:,} "
                          f"parameters ({100 * t.share:.2f}%){blocks}\n")
+    _dry_tying(config, model_config)
     plan = schedule_plan(config, model_config)
     if plan is not None:
         phases = plan.phases()
@@ -126,6 +138,27 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
         if len(phases) > 12:
             sys.stdout.write(f"#   ... {len(phases) - 12} more (all in metrics.json once it runs)\n")
     return 0
+
+
+def _dry_tying(config: TrainConfig, model_config: ModelConfig) -> None:
+    """The starting tying map and what it saves, on the meta-device model."""
+    if config.tying == "none":
+        return
+    from layerwise.models.arch import discover_layers
+    from layerwise.models.tying import describe_map
+    from layerwise.training.precheck import meta_model
+    from layerwise.training.tying import initial_sources, parse_tying
+
+    model = meta_model(model_config.model, model_config.trust_remote_code, model_config.tokenizer)
+    if model is None:
+        return
+    layers = discover_layers(model)
+    start = initial_sources(parse_tying(config.tying), layers.num_blocks)
+    per_block = [sum(p.numel() for p in b.parameters()) for b in layers.blocks]
+    untied = sum(p.numel() for p in model.parameters())  # meta tensors: no storage to compare
+    saved = sum(per_block[i] for i, j in enumerate(start) if i != j)
+    sys.stdout.write(f"# tying {config.tying}: starts {describe_map(start)}; "
+                     f"{untied - saved:,} of {untied:,} unique parameters\n")
 
 
 def run(args: argparse.Namespace) -> int:

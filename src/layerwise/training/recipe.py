@@ -235,6 +235,10 @@ class TrainRecipe:
                  f"{self.trainable.trainable_params:,}", f"{self.trainable.total_params:,}",
                  100 * self.trainable.share)
         self.tied = self._tie() if cfg.tying != "none" else None
+        self.tied_untrained = None
+        if self.tied is not None and self.tying_spec.policy == "static" and self.resume_checkpoint is None:
+            # what tying alone costs, before any training heals it (a pretrained model's question)
+            self.tied_untrained = score_model(self.model, tokenizer, self.task, cfg, self.windows).scores
         self.optimizer = build_optimizer(self.model, cfg)
         if self.tied is not None:
             self._bind_tying()
@@ -538,6 +542,8 @@ class TrainRecipe:
             counts_start=self.tying_counts_start.to_dict(), counts_end=end.to_dict(),
             untied_counts=self.tying_untied_counts.to_dict(),
             history=cb.history if cb is not None else []).to_dict() | {
+                "scores_tied_untrained": (vars(self.tied_untrained) if self.tied_untrained is not None
+                                          else None),
                 "num_blocks": self.tied.n, "sources": list(self.tied.sources)}  # a map file too
 
     def _attach(self) -> None:

@@ -7,6 +7,7 @@ r"""Tying policies for `layerwise train --tying POLICY`: which blocks share weig
 | `static:pairs` | block 2m+1 uses block 2m's |
 | `static:cycle:K` | K distinct blocks repeated in a cycle: block i uses block i mod K's |
 | `static:mirror` | the second half mirrors the first: block i >= L/2 uses block L-1-i's (the official code's "Rev" ablation) |
+| `static:similar:K@FILE[:FIELD]` | the K least important blocks by a diagnostics/contribution file (default field `neighbour_mean_delta_pct`: the perplexity cost of replacing a block's weights by its neighbours'; or a representation metric such as `block_influence`) each use their predecessor's weights (blocks 1..L-1) |
 | `static:map:FILE` | a map from a file: a run's `tying.json` (e.g. the one a DQN run found) or a list of sources |
 | `random` | every `--tie-every` steps the next block (1..L-1, in turn) draws its source uniformly from 0..i |
 | `dqn[:FAULT,...]` | the Q-learning agent of Dynamic Layer Tying, the official code's faults fixed; `dqn:faithful` turns them all on (`tying_agents.FAULTS`) |
@@ -36,7 +37,8 @@ from layerwise.errors import LayerwiseError
 from layerwise.models.tying import TiedBlocks, check_map, describe_map, read_tying_file
 from layerwise.training.tying_agents import AGENTS, FAULTS, next_block
 
-STATIC_SCHEMES = ("all", "pairs", "cycle", "mirror", "map")
+STATIC_SCHEMES = ("all", "pairs", "cycle", "mirror", "similar", "map")
+SIMILAR_FIELD = "neighbour_mean_delta_pct"
 DYNAMIC = ("random", "dqn", "dqn-gain")
 DEFAULT_EVERY = 4
 DEFAULT_COST = 0.1
@@ -72,7 +74,15 @@ def parse_tying(text: str) -> TyingSpec:
         scheme, _, arg = rest.partition(":")
         if scheme not in STATIC_SCHEMES:
             raise LayerwiseError(f"--tying {t!r}: unknown static scheme {scheme!r}; valid: "
-                                 "all, pairs, cycle:K, mirror, map:FILE")
+                                 "all, pairs, cycle:K, mirror, similar:K@FILE[:FIELD], map:FILE")
+        if scheme == "similar":
+            k, at, where = arg.partition("@")
+            file = where.split(":")[0] if where else ""
+            if not at or not file:
+                raise LayerwiseError(f"--tying {t!r}: expected static:similar:K@FILE[:FIELD]")
+            if not Path(file).is_file():
+                raise LayerwiseError(f"--tying {t!r}: scores file {file} does not exist")
+            return TyingSpec(t, "static", scheme, arg)
         if scheme in ("cycle", "map") and not arg:
             raise LayerwiseError(f"--tying {t!r}: {scheme} needs "
                                  f"{'K (blocks per cycle)' if scheme == 'cycle' else 'a FILE'}")
@@ -123,7 +133,31 @@ def static_sources(spec: TyingSpec, num_blocks: int) -> tuple[int, ...]:
         return tuple(i if i < n // 2 else min(i, n - 1 - i) for i in range(n))
     if spec.scheme == "map":
         return tuple(read_tying_file(spec.arg, n)["sources"])
+    if spec.scheme == "similar":
+        return similar_sources(spec, n)
     raise LayerwiseError(f"--tying {spec.text!r} has no static map")
+
+
+def similar_sources(spec: TyingSpec, n: int) -> tuple[int, ...]:
+    """Tie the K least important of blocks 1..n-1 (by the file's field) to their predecessors."""
+    from layerwise.selection.scores import read_block_scores
+
+    k_text, _, where = spec.arg.partition("@")
+    file, _, fld = where.partition(":")
+    try:
+        k = int(k_text)
+    except ValueError:
+        raise LayerwiseError(f"--tying {spec.text!r}: K {k_text!r} is not a whole number") from None
+    if not 1 <= k <= n - 1:
+        raise LayerwiseError(f"--tying {spec.text!r}: K must be in 1..{n - 1} (block 0 has no "
+                             "predecessor)")
+    _metric, scores = read_block_scores(file, fld or SIMILAR_FIELD, n)
+    candidates = [b for b in range(1, n) if b in scores]
+    if len(candidates) < k:
+        raise LayerwiseError(f"--tying {spec.text!r}: {file} scores {len(candidates)} of blocks "
+                             f"1..{n - 1}; K={k} needs more")
+    chosen = sorted(candidates, key=lambda b: (scores[b], b))[:k]  # least important first
+    return check_map([b - 1 if b in chosen else b for b in range(n)], n)
 
 
 def initial_sources(spec: TyingSpec, num_blocks: int) -> tuple[int, ...]:
