@@ -255,9 +255,10 @@ def test_dynamic_policies_decide_every_k_steps_and_the_model_follows(tmp_path, p
         assert list(detect_sources(discover_layers(result.model_object).blocks)) == result.tying["final"]
     if policy == "dqn:faithful":
         assert all(h["reward"] == -10.0 for h in hist)  # the clipped reward saturates early on
-    again = train(TrainConfig(steps=6, tying=policy, tie_every=2, seed=3, out=str(tmp_path / "s"),
-                              **LM), "tiny:llama")
-    assert [h["action"] for h in again.tying["history"]] == [h["action"] for h in hist]
+    if policy == "dqn":  # seeded: the same decisions again
+        again = train(TrainConfig(steps=6, tying=policy, tie_every=2, seed=3, out=str(tmp_path / "s"),
+                                  **LM), "tiny:llama")
+        assert [h["action"] for h in again.tying["history"]] == [h["action"] for h in hist]
 
 
 def test_a_discovered_map_retrains_from_scratch(tmp_path):
@@ -297,8 +298,7 @@ def test_tying_with_lora_and_bad_maps_are_refused(capsys, tmp_path):
         _one_line_error(code, out, err, pattern)
 
 
-@pytest.mark.parametrize("policy", ["dqn", "dqn-gain"])
-def test_a_dynamic_tying_run_resumes_as_if_never_stopped(tmp_path, policy):
+def test_a_dynamic_tying_run_resumes_as_if_never_stopped(tmp_path, policy="dqn-gain"):
     from tests.training.test_resume import SignalAt
 
     from layerwise.training.runner import resume

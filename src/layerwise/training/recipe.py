@@ -142,6 +142,10 @@ class TrainRecipe:
             raise LayerwiseError("FSDP is not supported yet: transformers' Trainer refuses the "
                                  "blocks-only optimizer under FSDP; launch with DDP instead "
                                  "(docs/distributed.md)")
+        if process_count() > 1 and cfg.tying.split(":")[0] in ("random", "dqn", "dqn-gain"):
+            raise LayerwiseError(f"--tying {cfg.tying!r} changes which tensors exist during the run, "
+                                 "which DDP cannot follow: run it in one process (static tying "
+                                 "works under DDP)")
         self.task = get_task(cfg.task, **cfg.task_kwargs())
         if getattr(self.task, "kind", None) != "lm":
             # Reads the task's data files now (one item of each split), not after the base

@@ -273,6 +273,10 @@ class DynamicTying(TrainerCallback):
         progress = step / self.steps
         action = self.agent.act(block, list(self.state), progress)
         before = list(self.state)
+        loss_before = None
+        if self.spec.policy == "dqn-gain":  # measured before the change: its cost is in the gain
+            last = self.history[-1].get("loss_fixed") if self.history else None
+            loss_before = last if last is not None else self.probe.loss(self.tied.model, fixed=True)
         if action == block and block in self.frozen:  # the official code's frozen start
             for p in self.tied.blocks[block].parameters():
                 p.requires_grad_(True)
@@ -281,9 +285,6 @@ class DynamicTying(TrainerCallback):
         if action != block:
             self.frozen.discard(block)
         self.state[block] = action
-        loss_before = self.probe.loss(self.tied.model, fixed=True) if self.spec.policy == "dqn-gain" else None
-        if self.history and self.spec.policy == "dqn-gain" and self.history[-1].get("loss_fixed") is not None:
-            loss_before = self.history[-1]["loss_fixed"]  # nothing trained since it was measured
         self.pending = _Pending(block, before, action, loss_before, step)
         self.block = next_block(block, self.tied.n)
         if self.block == 1:
@@ -295,9 +296,10 @@ class DynamicTying(TrainerCallback):
             after = self.probe.loss(self.tied.model, fixed=True)
             gain = p.loss_before - after
             self.gains.add(gain)
-            scale = self.gains.std or abs(gain) or 1.0
+            scale = (self.gains.std if self.gains.n >= 3 else abs(gain)) or 1.0
             own = 1.0 if p.action == p.block else 0.0
-            return gain / scale - self.spec.cost * own, {"loss_fixed": after, "gain": gain}
+            z = max(-5.0, min(5.0, gain / scale))  # early gains are large: keep one from dominating
+            return z - self.spec.cost * own, {"loss_fixed": after, "gain": gain}
         ce = self.probe.loss(self.tied.model, fixed=False)
         if "clip" in self.spec.faults:
             return max(-10.0, min(10.0, -math.exp(min(ce, 700.0)))), {"loss_batch": ce}
