@@ -10,7 +10,7 @@
 # The dynamic arms decide every step (--tie-every 1): at 4 steps per decision (the paper's) a CPU
 # budget gives the agent ~6 episodes, in which its epsilon (x0.95 per episode) stays above 0.7.
 # Resumable: a run whose metrics.json says "completed" is skipped.
-#   bash docs/results/run_tying.sh [OUT_DIR] [N]        (default out/tying, N=250)
+#   bash docs/results/run_tying.sh [OUT_DIR] [N]        (default out/tying, N=250; SEEDS="0 1" for some)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-out/tying}
@@ -26,7 +26,7 @@ run() {  # run DIR ARGS...
   echo "run  $dir"
   $LW train "${COMMON[@]}" "$@" --out "$dir" --overwrite
 }
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do
   S=$OUT/seed$seed
   run $S/untied --seed $seed
   run $S/all --seed $seed --tying static:all

@@ -183,3 +183,31 @@ def test_checkpoint_reads_exactly_what_safetensors_reads(tmp_path, pair):
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
     with pytest.raises(LayerwiseError, match="junk.safetensors is not a readable safetensors file: header length"):
         Checkpoint(tmp_path / "junk.safetensors")
+
+
+def test_compare_of_identical_checkpoints_is_a_report_not_a_crash(pair, tmp_path, capsys):
+    from tests.cli.test_cli import run
+
+    out = tmp_path / "same"
+    code, stdout, err = run(capsys, "compare", str(pair / "base"), str(pair / "base"), "--out", str(out))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "update sparsity 1.0000" in stdout and "none" in stdout
+    assert (out / "report.html").is_file() and (out / "sparsity_blocks.png").is_file()
+    assert not (out / "rank_hist.png").exists()  # nothing changed: no ranks to draw
+
+
+def test_a_tied_compact_checkpoint_compares_equal_to_its_full_form(tmp_path, capsys):
+    from layerwise.models.arch import discover_layers
+    from layerwise.models.tying import TiedBlocks, save_tied
+    from tests.cli.test_cli import run
+
+    loaded = load_model("tiny:llama", seed=2)
+    TiedBlocks(loaded.model, discover_layers(loaded.model).blocks).apply([0, 0, 0, 3])
+    save_tied(loaded.model, loaded.tokenizer, tmp_path / "full", [0, 0, 0, 3])
+    save_tied(loaded.model, loaded.tokenizer, tmp_path / "compact", [0, 0, 0, 3], compact=True)
+    d = diff_checkpoints(tmp_path / "full", tmp_path / "compact", tols=[0.0])
+    assert d.sparsity(0.0) == 1.0
+    assert d.missing == {"tuned": [], "base": []}  # the compact form lists every tensor
+    assert {t.name for t in d.tensors} >= {"model.layers.1.mlp.up_proj.weight",
+                                           "model.layers.2.self_attn.q_proj.weight"}

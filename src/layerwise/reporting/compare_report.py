@@ -25,22 +25,30 @@ def plot_block_sparsity(doc: dict, path: str | Path) -> Path:
     fig = Figure(figsize=(max(7.0, 0.28 * len(labels) + 2), 6.0))
     top, bottom = fig.subplots(2, 1, sharex=True)
     floor = None
+    # Blocks are joined by a line (depth is an order); embed, norm and head are separate points.
+    n_blocks = sum(1 for r in doc["runs"][0]["blocks"] if r["group"].startswith("block "))
     for run in doc["runs"]:
         values = {r["group"].removeprefix("block "): r[_key(tol)] for r in run["blocks"]}
         sparsity = [values.get(g, math.nan) for g in labels]
-        top.plot(range(len(labels)), sparsity, marker="o", ms=3, label=run["label"])
         changed = [1 - s if 1 - s > 0 else math.nan for s in sparsity]
-        bottom.plot(range(len(labels)), changed, marker="o", ms=3, label=run["label"])
+        for ax, ys in ((top, sparsity), (bottom, changed)):
+            line, = ax.plot(range(n_blocks), ys[:n_blocks], marker="o", ms=3, label=run["label"])
+            ax.plot(range(n_blocks, len(labels)), ys[n_blocks:], marker="s", ms=4, ls="none",
+                    color=line.get_color())
         smallest = min((c for c in changed if c == c), default=None)
         if smallest is not None and (floor is None or smallest < floor):
             floor = smallest
     top.set_ylim(-0.02, 1.02)
     top.set_ylabel(f"update sparsity\n(|Δ| ≤ {tol:g})")
     top.set_title("Share of entries left unchanged (top) and changed (bottom), per block", fontsize=9)
-    bottom.set_yscale("log")
-    if floor:
+    if floor:  # a log axis needs something that changed
+        bottom.set_yscale("log")
         bottom.set_ylim(bottom=floor / 3, top=1.5)
-    bottom.set_ylabel("changed share (log)")
+    else:
+        bottom.set_ylim(0, 1)
+        bottom.text(0.5, 0.5, f"no entry changed by more than {tol:g} in any run", ha="center",
+                    va="center", transform=bottom.transAxes, fontsize=9)
+    bottom.set_ylabel("changed share (log)" if floor else "changed share")
     bottom.set_xticks(range(len(labels)), labels, fontsize=7, rotation=90)
     bottom.set_xlabel("block (then embed / norm / head); a missing point: nothing changed")
     for ax in (top, bottom):
@@ -74,10 +82,11 @@ def plot_module_sparsity(doc: dict, path: str | Path) -> Path:
 
 def plot_rank_histogram(doc: dict, path: str | Path) -> Path | None:
     """Histogram of rank / min(shape) over the updated 2-D matrices: default and relative tolerance."""
-    runs = [r for r in doc["runs"] if any(t["rank_fraction"] is not None for t in r["tensors"])]
-    if not runs:
-        return None
     tol = doc["tolerances"][0]
+    runs = [r for r in doc["runs"] if any(t["rank_fraction"] is not None and t[_key(tol)] < 1.0
+                                          for t in r["tensors"])]
+    if not runs:  # no run changed a 2-D matrix: nothing to rank
+        return None
     fig = Figure(figsize=(9.0, 3.4))
     axes = fig.subplots(1, 2, sharey=True)
     bins = [i / 20 for i in range(21)]
