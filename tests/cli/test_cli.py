@@ -66,6 +66,10 @@ def _one_line_error(code, out, err, pattern):
     "argv, pattern",
     [
         (["layers", "--model", "./nowhere"], r"^layerwise: error: model path \./nowhere does not exist"),
+        (["train", "--model", "tiny:llama", "--layers", "1", "--task-option", "digits=abc"],
+         r"option digits='abc' must be a whole number \(default 1\)"),
+        (["eval", "--model", "tiny:llama", "--task-option", "ops=3"],
+         r"ops='3': use one or more of"),
         (["layers", "--model", "tiny:bert"], r"unknown tiny family 'bert'; valid: tiny:"),
         (["layers", "--model", "tiny:llama", "--select", "9"], r"block 9 .* out of range.*4 blocks"),
         (["layers", "--model", "tiny:llama", "--select", ""], r"empty selection"),

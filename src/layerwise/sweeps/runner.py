@@ -178,8 +178,8 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
         if base_row is None or base_row["status"] != "completed":
             raise LayerwiseError(f"scoring the base model failed: {base_row and base_row['error']}")
         todo = [r for r in train_runs if r.run_id not in done]
-        log.info("sweep %s: %d runs, %d already done, %d to run", sweep.sweep_id(), len(runs),
-                 len(runs) - len(todo) - 1, len(todo))
+        log.info("sweep %s: %d training runs (and the base model, scored once): %d done, %d to run",
+                 sweep.sweep_id(), len(train_runs), len(train_runs) - len(todo), len(todo))
         def save(run: RunSpec) -> str | None:
             keep = keep_full and run.label == FULL_LABEL
             return str(Path(out).resolve() / f"full-seed{run.seed}") if keep else None

@@ -64,6 +64,24 @@ def _load_file_factory(spec: str) -> Callable[..., Task]:
     return factory
 
 
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number"}
+
+
+def _check_option_type(spec: str, key: str, value: Any, param) -> None:
+    """An option whose default is a bool/int/float must be one (so `digits=abc` is one line)."""
+    if param is None or param.default is inspect.Parameter.empty or param.default is None:
+        return
+    want = type(param.default)
+    if want not in _KINDS:
+        return
+    ok = (isinstance(value, bool) if want is bool else
+          isinstance(value, int) and not isinstance(value, bool) if want is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        raise LayerwiseError(f"task {spec!r}: option {key}={value!r} must be {_KINDS[want]} "
+                             f"(default {param.default!r})")
+
+
 def parse_task_options(pairs: list[str] | None) -> dict[str, Any]:
     """`["digits=3", "ops=+-"]` -> {"digits": 3, "ops": "+-"} (ints, floats and booleans typed)."""
     options: dict[str, Any] = {}
@@ -103,12 +121,15 @@ def get_task(spec: str | None = None, **options: Any) -> Task:
         valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         raise LayerwiseError(f"task {spec!r} has no option {', '.join(unknown)}; "
                              f"valid: {', '.join(valid) or 'none'}")
+    for key, value in options.items():
+        _check_option_type(spec, key, value, params.get(key))
     try:
         task = factory(**options)
     except LayerwiseError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise LayerwiseError(f"task {spec!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a task factory (maybe the user's): one line
+        raise LayerwiseError(f"task {spec!r}: building it with {options or 'no options'} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(task, m, None))]
     if missing or not getattr(task, "name", None):
         raise LayerwiseError(f"task {spec!r} is not a task: missing {', '.join(missing or ['name'])} "
