@@ -58,6 +58,13 @@ def read_json(path: str | Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise LayerwiseError(f"{path} is not valid JSON: {exc.msg}") from exc
+        raise LayerwiseError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    except UnicodeDecodeError:
+        raise LayerwiseError(f"{path} is not a text (JSON) file: it holds bytes that are not "
+                             "UTF-8") from None
+    except IsADirectoryError:
+        raise LayerwiseError(f"{path} is a directory; expected a JSON file") from None
+    except FileNotFoundError:
+        raise LayerwiseError(f"{path} does not exist") from None
     except OSError as exc:
         raise LayerwiseError(f"cannot read {path}: {exc.strerror or exc}") from exc

@@ -211,3 +211,23 @@ def test_a_tied_compact_checkpoint_compares_equal_to_its_full_form(tmp_path, cap
     assert d.missing == {"tuned": [], "base": []}  # the compact form lists every tensor
     assert {t.name for t in d.tensors} >= {"model.layers.1.mlp.up_proj.weight",
                                            "model.layers.2.self_attn.q_proj.weight"}
+
+
+def test_files_that_are_not_checkpoints_or_json_are_named_for_what_they_are(tmp_path):
+    from layerwise.analysis.checkpoints import Checkpoint
+    from layerwise.fileio import read_json
+
+    binary = tmp_path / "diag.json"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(LayerwiseError, match="not a text \\(JSON\\) file"):
+        read_json(binary)
+    with pytest.raises(LayerwiseError, match="is a directory; expected a JSON file"):
+        read_json(tmp_path)
+    with pytest.raises(LayerwiseError, match="does not exist"):
+        read_json(tmp_path / "nothing.json")
+    with pytest.raises(LayerwiseError, match="is a file but not a .safetensors file"):
+        Checkpoint(binary)
+    fake = tmp_path / "model.safetensors"
+    fake.write_text("hello")
+    with pytest.raises(LayerwiseError, match="not a readable safetensors file"):
+        Checkpoint(fake)

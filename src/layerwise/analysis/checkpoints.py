@@ -93,6 +93,10 @@ class Checkpoint:
                 files = sorted(self.path.glob("*.safetensors"))
                 if not files:
                     raise LayerwiseError(f"{self.path} holds no .safetensors weights")
+        elif self.path.exists():
+            raise LayerwiseError(f"checkpoint {self.path} is a file but not a .safetensors file "
+                                 "(expected an HF checkpoint directory or a .safetensors file; "
+                                 "layerwise never unpickles .bin/.pt weights)")
         else:
             raise LayerwiseError(f"checkpoint {self.path} does not exist (expected an HF "
                                  "checkpoint directory or a .safetensors file)")
