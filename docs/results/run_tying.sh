@@ -24,7 +24,7 @@ run() {  # run DIR ARGS...
   local dir=$1; shift
   if done_run "$dir"; then echo "skip $dir"; return; fi
   echo "run  $dir"
-  $LW train "${COMMON[@]}" "$@" --out "$dir" --overwrite
+  $LW train "${COMMON[@]}" "$@" --out "$dir" --overwrite || echo "FAILED $dir (rc $?)"
 }
 for seed in ${SEEDS:-0 1 2}; do
   S=$OUT/seed$seed

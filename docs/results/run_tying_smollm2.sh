@@ -24,11 +24,11 @@ done_run() { [ -f "$1/metrics.json" ] && grep -q '"status": "completed"' "$1/met
 heal() {  # heal DIR MODEL ARGS...
   local dir=$1 model=$2; shift 2
   if done_run "$dir"; then echo "skip $dir"; else
-    echo "run  $dir"; $LW train --model "$model" "${HEAL[@]}" "$@" --out "$dir" --overwrite; fi
+    echo "run  $dir"; $LW train --model "$model" "${HEAL[@]}" "$@" --out "$dir" --overwrite || echo "FAILED $dir"; fi
 }
 arith() {  # arith MODEL OUT
   [ -f "$2/eval.json" ] && { echo "skip $2"; return; }
-  $LW eval --model "$1" --task arithmetic --n 60 --out "$2" -q
+  $LW eval --model "$1" --task arithmetic --n 60 --out "$2" -q || echo "FAILED eval $1"
 }
 mkdir -p $OUT
 arith embedded $OUT/base-arith
