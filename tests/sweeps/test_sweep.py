@@ -193,3 +193,50 @@ def test_a_schedule_applies_to_the_selections_not_to_the_references(toy_task, tm
     phases = runs["0-1"]["metrics"]["schedule"]["phases"]
     assert all(len(p["blocks"]) == 1 and set(p["blocks"]) <= {0, 1} for p in phases)
     assert runs["full"]["metrics"]["schedule"] is None
+
+
+def _children(pid: int) -> set[int]:
+    kids: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids |= {int(x) for x in f.read().split()}
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_sweep(toy_task, tmp_path):
+    """kill -9 of the sweep's main process only (not its group): its workers go within 5 s."""
+    cmd = [sys.executable, "-m", "layerwise.cli.main", "sweep", "--model", "tiny:llama", "--task",
+           toy_task, "--method", "sft", "--steps", "200", "--lr", "3e-3", "--batch-size", "8",
+           "--n-train", "16", "--eval-n", "6", "--workers", "2", "--out", str(tmp_path), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline, workers = time.time() + 120, set()
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            workers = {k for k in _children(proc.pid) if _alive(k)
+                       and "spawn_main" in open(f"/proc/{k}/cmdline").read().replace("\0", " ")}
+        assert len(workers) == 2, "the workers never started"
+        os.kill(proc.pid, signal.SIGKILL)  # the main process alone, as `kill -9 PID` does
+        proc.wait()
+        gone_by = time.time() + 5
+        while time.time() < gone_by and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "a worker outlived its sweep"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

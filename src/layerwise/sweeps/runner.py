@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from layerwise.errors import LayerwiseError
+from layerwise.procs import die_with_parent
 from layerwise.models.arch import discover_layers
 from layerwise.models.loading import LoadedModel, load_model
 from layerwise.sweeps.spec import FULL_LABEL, RunSpec, SweepSpec, plan_runs
@@ -91,7 +92,8 @@ def _in_process(runs, base, ex, save):
 def _local_pool(runs, base, ex, workers, save):
     threads = ex.threads or max(1, (os.cpu_count() or 1) // workers)
     ex = dataclasses.replace(ex, threads=threads)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(execute_run, run, base, ex, save(run)): run for run in runs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
