@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     doc = column.doc
     spec = doc.get("sweep") or {}
     if not column.per_block:
-        raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with")
+        why = "; ".join(doc.get("notes") or [])
+        raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with"
+                             + (f" ({why})" if why else ""))
     with open_store(sweep_dir) as store:
         sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in store.runs())
     estimates: dict[str, list] = {}

@@ -85,5 +85,8 @@ def run(args: argparse.Namespace) -> int:
         c = "nan" if math.isnan(r.contribution_mean) else f"{r.contribution_mean:.3f} ± {r.contribution_sd:.3f}"
         lines.append(f"{r.label:<16} {r.score_mean:>7.3f} ± {r.score_sd:.3f} {c:>15} "
                      f"{r.trainable_params or 0:>12,}" + (f"  failed: {'; '.join(r.failed)}" if r.failed else ""))
+    from layerwise.sweeps.contribution import sweep_notes
+
+    lines += [f"note: {n}" for n in sweep_notes(rows, s_base, full, table)]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -71,6 +71,7 @@ def summary_lines(r: RunResult) -> list[str]:
         f"wall {_fmt(r.wall_seconds, '.1f')} s",
         *_subnetwork_lines(r.subnetwork),
         *_tying_lines(r.tying),
+        *[f"warning       {w}" for w in r.warnings],
         f"status        {r.status}" + (f": {r.failure}" if r.failure else ""),
     ]
 

@@ -38,14 +38,19 @@ def plot_contribution(rows: list[Contribution], path: str | Path, title: str) ->
     ax.set_xlabel("block (depth order)" + (", then other selections" if others else ""))
     ax.set_ylabel("C(k)")
     ax.set_title(title, fontsize=9)
+    if ordered and not any(math.isfinite(r.contribution_mean) for r in ordered):
+        ax.text(0.5, 0.5, "no finite C(k): see the notes in report.html", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Contribution],
-               plot: Path, path: str | Path) -> Path:
+               plot: Path, path: str | Path, notes: list[str] | None = None) -> Path:
     body = [f"<h1>{html.escape(title)}</h1>",
+            *([("<div class=\"help\"><b>Notes</b><ul>"
+                + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>")] if notes else []),
             f"<p>S_base = {s_base:.4f}; S_full per seed: "
             + ", ".join(f"seed {k}: {v:.4f}" for k, v in sorted(full.items())) + "</p>",
             "<p>C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean ± sd.</p>",

@@ -90,9 +90,33 @@ def contributions(rows: list[dict]) -> tuple[float, dict[int, float], list[Contr
     return s_base, full, out
 
 
+def sweep_notes(rows: list[dict], s_base: float, full: dict[int, float],
+                table: list[Contribution]) -> list[str]:
+    """Why a sweep's C(k) are missing or undefined, in words (report, contribution.json, CLI)."""
+    notes = []
+    for seed, s_full in sorted(full.items()):
+        if s_full is not None and s_base is not None and s_full == s_base:
+            notes.append(f"seed {seed}: full training left the score where it was (S_full = S_base "
+                         f"= {s_base:.4g}), so C(k) = (S_k - S_base) / (S_full - S_base) is "
+                         "undefined (NaN) for that seed")
+    trained = [r for r in rows if r["label"] != BASE_LABEL and r["status"] == "completed"
+               and r.get("metrics")]
+    silent = [r for r in trained if ((r["metrics"].get("learning_signal") or {}).get("none_at_all"))]
+    if silent:
+        notes.append(f"{len(silent)} of {len(trained)} training runs had no learning signal: in every "
+                     "logged step each group's completions got equal rewards, so every advantage "
+                     "and the gradient were zero and nothing trained (a task too hard or too easy "
+                     "for the model at this temperature; more --num-generations or another task "
+                     "setting gives the groups different rewards)")
+    if table and not any(math.isfinite(r.contribution_mean) for r in table):
+        notes.append("no selection has a finite C(k)" + (": see above" if notes else ""))
+    return notes
+
+
 def to_json(s_base: float, full: dict[int, float], rows: list[Contribution],
-            sweep: dict | None = None) -> str:
+            sweep: dict | None = None, notes: list[str] | None = None) -> str:
     doc = {"formula": "C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean and sd",
+           "notes": notes or [],
            "sweep": sweep or {}, "base_score": s_base, "full_score": {str(k): v for k, v in full.items()},
            "selections": [json_safe(asdict(r), "null") for r in rows]}
     return json.dumps(doc, indent=2) + "\n"

@@ -6,10 +6,13 @@
   finite; on a NaN/inf loss it puts that copy back and stops the run, which is then marked failed
   (the saved checkpoint is the last good one).
 - `LiveProgress`: one progress bar with the running loss, or the reward for RL.
+- `SignalWatch`: RL steps without a learning signal (every group's rewards equal, so every
+  advantage and the gradient are zero): a warning while it happens, a count for metrics.json.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import sys
@@ -20,6 +23,48 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 REWARD_KEYS = ("reward", "rewards/mean")
+log = logging.getLogger(__name__)
+
+
+def without_signal(logs: dict) -> bool | None:
+    """None: not a group-relative RL log; True: no group had two different rewards."""
+    frac = logs.get("frac_reward_zero_std")
+    if not isinstance(frac, (int, float)):
+        return None
+    grad = logs.get("grad_norm")
+    return frac >= 1.0 and (not isinstance(grad, (int, float)) or grad == 0.0)
+
+
+class SignalWatch(TrainerCallback):
+    """Counts logged RL steps whose every group had equal rewards; warns at the third in a row."""
+
+    AFTER = 3
+
+    def __init__(self):
+        self.logged = self.silent = self.run = 0
+        self.warned = False
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        flag = without_signal(logs or {})
+        if flag is None:
+            return
+        self.logged += 1
+        self.silent += int(flag)
+        self.run = self.run + 1 if flag else 0
+        if self.run >= self.AFTER and not self.warned:
+            self.warned = True
+            log.warning("no learning signal for %d steps in a row (step %d): in every group all "
+                        "completions got the same reward, so every advantage and the gradient "
+                        "are zero and the policy cannot move; the task may be too hard or too "
+                        "easy for the model (try more --num-generations, a higher --temperature, "
+                        "or an easier task setting)", self.run, state.global_step)
+
+    def summary(self) -> dict | None:
+        if not self.logged:
+            return None
+        return {"logged_steps": self.logged, "steps_without_signal": self.silent,
+                "share_without_signal": self.silent / self.logged,
+                "none_at_all": self.silent == self.logged}
 
 
 def peak_memory_mb(device: torch.device | str | None = None) -> float:

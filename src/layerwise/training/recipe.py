@@ -40,7 +40,8 @@ from layerwise.evaluation.task_eval import TaskEvaluation, evaluate_task, write_
 from layerwise.models.loading import LoadedModel, load_model
 from layerwise.tasks.registry import get_task
 from layerwise.training import run_dir
-from layerwise.training.callbacks import LiveProgress, NaNGuard, RunRecorder, peak_memory_mb
+from layerwise.training.callbacks import (LiveProgress, NaNGuard, RunRecorder, SignalWatch,
+                                          peak_memory_mb)
 from layerwise.training.config import ModelConfig, TrainConfig
 from layerwise.training.interrupt import CheckpointSeal, GracefulStop, RunInterrupted, checkpoint_history
 from layerwise.training.methods import common_args, get_method
@@ -346,8 +347,8 @@ class TrainRecipe:
     # ---- 3. build trainer ----------------------------------------------------------------
     def build_trainer(self) -> None:
         cfg = self.config
-        self.recorder, self.guard = RunRecorder(), NaNGuard(self.model)
-        callbacks = [self.recorder, self.guard, self.stop, CheckpointSeal(self.recorder),
+        self.recorder, self.guard, self.signal = RunRecorder(), NaNGuard(self.model), SignalWatch()
+        callbacks = [self.recorder, self.guard, self.signal, self.stop, CheckpointSeal(self.recorder),
                      LiveProgress(f"{cfg.method} {self.trainable.description}",
                                   enabled=cfg.progress and self.main), *self.extra_callbacks]
         if self.schedule is not None:
@@ -528,6 +529,15 @@ class TrainRecipe:
                           "phases": self.plan.phases(), "steps_taken": len(self.schedule.history)}
         if self.tied is not None:
             r.tying = self._tying_record()
+        r.learning_signal = self.signal.summary()
+        if r.learning_signal and r.learning_signal["none_at_all"]:
+            r.warnings.append(f"no learning signal: in all {r.learning_signal['logged_steps']} "
+                              "logged steps every group's completions got equal rewards (zero "
+                              "advantages, zero gradient); the model did not train")
+        elif r.learning_signal and r.learning_signal["share_without_signal"] >= 0.5:
+            r.warnings.append(f"weak learning signal: {r.learning_signal['steps_without_signal']} of "
+                              f"{r.learning_signal['logged_steps']} logged steps had equal rewards "
+                              "in every group")
         r.history = self.result.history + self.recorder.history
         r.first_step_seconds = self.recorder.first_step_at - self._t0 if self.recorder.first_step_at else None
         r.platform = {"python": platform.python_version(), "torch": torch.__version__,

@@ -121,6 +121,8 @@ class RunResult:
     pairs: dict | None = None
     subnetwork: dict | None = None
     schedule: dict | None = None  # --schedule: the policy, --park, and the active blocks per phase
+    learning_signal: dict | None = None  # RL: steps whose groups all had equal rewards
+    warnings: list[str] = field(default_factory=list)  # things the run finished despite
     tying: dict | None = None  # --tying: the policy, the maps at start and end, counts, decisions
     history: list[dict] = field(default_factory=list)
     platform: dict = field(default_factory=dict)
