@@ -64,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
         raise LayerwiseError("--out DIR is required (the sweep's store lives there, so it resumes)")
     shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
     values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
-    sweep = SweepSpec(model=args.model, task=values["task"], method=values["method"],
+    from layerwise.tasks.registry import absolute_paths
+
+    task, task_options = absolute_paths(values["task"], values["task_options"])
+    sweep = SweepSpec(model=args.model, task=task, method=values["method"],
                       layers=args.layers, seeds=_seeds(args.seeds),
-                      task_options=values["task_options"], train=train_options(values),
+                      task_options=task_options, train=train_options(values),
                       full_lr=args.full_lr)
 
     def progress(run, result):

@@ -28,8 +28,14 @@ SHARED_DIR = Path("../shared/data")
 
 
 def _default(split_file: str, hf_split: str) -> str:
-    path = SHARED_DIR / split_file
-    return str(path) if path.is_file() else f"hf:openai/gsm8k:main@{hf_split}"
+    """The shared data file (beside the working directory or the checkout), as an absolute path
+    so a sweep that stores it still finds it from another directory; else the Hub dataset."""
+    from layerwise.tasks.lm import shared_data_candidates
+
+    for path in shared_data_candidates(split_file):
+        if path.is_file():
+            return str(path)
+    return f"hf:openai/gsm8k:main@{hf_split}"
 
 
 def reference_answer(solution: str) -> str:

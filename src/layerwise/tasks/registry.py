@@ -82,6 +82,32 @@ def _check_option_type(spec: str, key: str, value: Any, param) -> None:
                              f"(default {param.default!r})")
 
 
+def absolute_file(value: Any) -> Any:
+    """A string naming an existing file, as an absolute path; anything else unchanged."""
+    from pathlib import Path
+
+    if isinstance(value, str) and value and not value.startswith("hf:"):
+        path = Path(value).expanduser()
+        if path.is_file():
+            return str(path.resolve())
+    return value
+
+
+def absolute_paths(task: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A task file (FILE.py:FACTORY) and option values that name existing files, made absolute:
+    what a sweep's store or a run's config.yaml keeps must work from any directory."""
+    from pathlib import Path
+
+    if ":" in task and task.rpartition(":")[0].endswith(".py"):
+        file, _, attr = task.rpartition(":")
+        if Path(file).is_file():
+            task = f"{Path(file).resolve()}:{attr}"
+    out = {}
+    for key, value in options.items():
+        out[key] = absolute_file(value)
+    return task, out
+
+
 def parse_task_options(pairs: list[str] | None) -> dict[str, Any]:
     """`["digits=3", "ops=+-"]` -> {"digits": 3, "ops": "+-"} (ints, floats and booleans typed)."""
     options: dict[str, Any] = {}

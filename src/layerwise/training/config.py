@@ -161,6 +161,12 @@ class TrainConfig:
     progress: bool = opt(True, "", G_RUN, cli=False)
 
     def __post_init__(self):
+        from layerwise.tasks.registry import absolute_file, absolute_paths
+
+        # Paths a run's config.yaml (and --resume from elsewhere) must still find.
+        self.task, self.task_options = absolute_paths(self.task, dict(self.task_options))
+        self.data, self.eval_data = absolute_file(self.data), absolute_file(self.eval_data)
+        self.general_data, self.pairs = absolute_file(self.general_data), absolute_file(self.pairs)
         method = get_method(self.method)
         chosen = [n for n, on in (("--layers", self.layers is not None), ("--full", self.full),
                                   ("--lora", self.lora)) if on]
