@@ -68,3 +68,44 @@ def read_json(path: str | Path):
         raise LayerwiseError(f"{path} does not exist") from None
     except OSError as exc:
         raise LayerwiseError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _probe_write(directory: Path, flag: str, target: Path) -> None:
+    """Create and remove a file in `directory`: the only test that also catches read-only mounts
+    and root-squashed shares (permission bits say nothing to root)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".layerwise-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise LayerwiseError(f"{flag} {target}: cannot write into {directory}: "
+                             f"{exc.strerror or exc}") from None
+
+
+def check_output_dir(path: str | Path, flag: str = "--out", target: Path | None = None) -> Path:
+    """Refuse, in one line and before any work, an output directory that cannot be written:
+    an existing file, a file on the way, an unwritable or read-only place."""
+    path = Path(path).expanduser()
+    target = target or path
+    if path.exists() and not path.is_dir():
+        if target == path:
+            raise LayerwiseError(f"{flag} {path} is a file; expected a directory (new or existing)")
+        raise LayerwiseError(f"{flag} {target}: {path} is a file, not a directory")
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LayerwiseError(f"{flag} {target}: {probe} is a file, so the directory cannot be created")
+    _probe_write(probe, flag, target)
+    return path
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """The same for an output file: not a directory, and its directory can be written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise LayerwiseError(f"{flag} {path} is a directory; expected a file name")
+    check_output_dir(path.parent, flag, target=path)
+    return path

@@ -45,12 +45,20 @@ def _tols(text: str) -> list[float]:
         raise LayerwiseError(f"--tol {text!r}: expected comma-separated numbers") from None
 
 
+def _check_out(args) -> None:
+    from layerwise.fileio import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out)
+
+
 def run(args: argparse.Namespace) -> int:
     from layerwise.analysis.checkpoints import resolve_checkpoint
     from layerwise.analysis.compare_doc import compare_document, run_labels, write_compare
     from layerwise.analysis.diff import compare_many
 
     tols = _tols(args.tol)
+    _check_out(args)
     args.tuned = [str(resolve_checkpoint(t)) for t in args.tuned]  # run dirs -> RUN/model
     labels = run_labels(args.tuned, None if args.labels is None else args.labels.split(","),
                         name="--labels")

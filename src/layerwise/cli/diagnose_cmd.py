@@ -100,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
     metrics = resolve_metrics(args.metrics)
     if args.save and "prune" not in [m.name for m in metrics]:
         raise LayerwiseError("--save writes the pruned model: add 'prune' to --metrics")
+    from layerwise.fileio import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out)  # before any compute, not after it
+    if args.save:
+        check_output_dir(args.save, "--save")
     options = DiagnosticOptions(  # refuse bad knobs before loading anything
         alphas=args.alpha, noise_fraction=args.noise_fraction, max_run=args.max_run,
         ridge=args.ridge, recovery_tolerance_pct=args.recovery_tolerance,

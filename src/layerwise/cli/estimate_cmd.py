@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.training.result import read_run
 
     sweep_dir = Path(args.sweep)
+    from layerwise.fileio import check_output_file
+
+    check_output_file(args.out if args.out else sweep_dir / "estimators.json",
+                      "--out" if args.out else "estimate's output")
     column = load_sweep(sweep_dir)
     doc = column.doc
     spec = doc.get("sweep") or {}

@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.tasks.registry import get_task, parse_task_options
 
     task = get_task(args.task, **parse_task_options(args.task_option))
+    if args.out:
+        from layerwise.fileio import check_output_dir
+
+        check_output_dir(args.out)
     # The tokenizer flags belong to the shared model flags; read them once those carry them.
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed,
                         trust_remote_code=args.trust_remote_code,

@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.export and args.select is None:
         raise LayerwiseError("--export needs a selection: add --select SPEC (e.g. --select 20%-80%)")
+    if args.output:
+        from layerwise.fileio import check_output_file
+
+        check_output_file(args.output, "--output")
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed,
                         trust_remote_code=args.trust_remote_code)
     layers = discover_layers(loaded.model)

@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from layerwise.sweeps.compare import load_sweep, plot_heatmap, rank_consistency
 
+    if args.out:
+        from layerwise.fileio import check_output_dir
+
+        check_output_dir(args.out)
     columns = [load_sweep(p) for p in args.sweeps]
     rows = rank_consistency(columns)
     lines = [f"{'sweep A':<40} {'sweep B':<40} {'blocks':>6} {'spearman':>9} {'kendall':>8}"]

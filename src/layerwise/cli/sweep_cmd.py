@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise LayerwiseError("--out DIR is required (the sweep's store lives there, so it resumes)")
+    from layerwise.fileio import check_output_dir
+
+    check_output_dir(args.out)
     shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
     values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
     from layerwise.tasks.registry import absolute_paths

@@ -43,15 +43,11 @@ def default_out(method: str, root: str | Path = "runs") -> str:
 
 def check_writable(out: Path) -> None:
     """A one-line error now, rather than a traceback after the training."""
+    from layerwise.fileio import check_output_dir
+
     if out.exists() and not out.is_dir():
         raise LayerwiseError(f"--out {out} is a file; expected a directory (new or a run's)")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise LayerwiseError(f"--out {out}: {probe} is a file, so the directory cannot be created")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise LayerwiseError(f"--out {out}: {probe} is not writable")
+    check_output_dir(out)
 
 
 def is_run_dir(out: Path) -> bool:
