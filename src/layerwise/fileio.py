@@ -109,3 +109,13 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
         raise LayerwiseError(f"{flag} {path} is a directory; expected a file name")
     check_output_dir(path.parent, flag, target=path)
     return path
+
+
+def jsonl_error(path, lineno: int, line: str, exc: json.JSONDecodeError) -> LayerwiseError:
+    """A malformed JSONL line, in one complete sentence: where, what, and the text around it."""
+    col = exc.colno
+    start = max(0, col - 31)
+    snippet = line[start:col + 30].replace("\t", " ")
+    return LayerwiseError(f"{path} line {lineno} is not valid JSON ({exc.msg.lower()} at column "
+                          f"{col}, near {'...' if start else ''}{snippet!r}); each line must be "
+                          "one complete JSON object")

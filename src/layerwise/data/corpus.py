@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from layerwise.errors import LayerwiseError
+from layerwise.fileio import jsonl_error
 from layerwise.hub import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _read_jsonl(path: Path, text_field: str) -> str:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LayerwiseError(f"{path} line {lineno} is not valid JSON: {exc.msg}") from exc
+            raise jsonl_error(path, lineno, line, exc) from None
         if not isinstance(record, dict) or text_field not in record:
             fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise LayerwiseError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerwise.errors import LayerwiseError
+from layerwise.fileio import jsonl_error
 from layerwise.hub import hub_reachable
 
 
@@ -37,7 +38,7 @@ def _read_jsonl_records(path: Path, fields: tuple[str, ...]) -> list[dict[str, A
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LayerwiseError(f"{path} line {lineno} is not valid JSON: {exc.msg}") from exc
+            raise jsonl_error(path, lineno, line, exc) from None
         records.append(_check_fields(record, fields, f"{path} line {lineno}"))
     return records
 
