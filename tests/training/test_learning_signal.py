@@ -78,3 +78,44 @@ def test_a_sweep_without_signal_explains_its_nan_contributions(tmp_path):
     assert "2 of 2 training runs had no learning signal" in notes
     assert "no selection has a finite C(k)" in notes
     assert "no learning signal" in (tmp_path / "sweep" / "report.html").read_text()
+
+
+BROKEN_TASK = '''
+from layerwise.tasks import TaskItem
+
+class Broken:
+    name = "broken"
+    max_new_tokens = 4
+
+    def items(self, split, n, seed):
+        return [TaskItem(id=str(i), prompt=f"Q{i}:", answer="7", target=" 7") for i in range(n)]
+
+    def extract(self, completion, item):
+        return completion
+
+    def score(self, completion, item):
+        return 1 / 0
+
+def make_task():
+    return Broken()
+'''
+
+
+def test_a_user_task_whose_score_raises_is_one_line(tmp_path, capsys):
+    from tests.cli.test_cli import _one_line_error, run
+
+    task = tmp_path / "broken.py"
+    task.write_text(BROKEN_TASK)
+    code, out, err = run(capsys, "eval", "--model", "tiny:llama", "--task", f"{task}:make_task",
+                         "--n", "2", "-q")
+    _one_line_error(code, out, err, r"task 'broken': score\(\) failed on item '0': "
+                                    r"ZeroDivisionError: division by zero")
+    from layerwise.tasks.base import reward_function
+    from layerwise.tasks.registry import get_task
+
+    reward = reward_function(get_task(f"{task}:make_task"))
+    from layerwise.errors import LayerwiseError
+    import pytest
+
+    with pytest.raises(LayerwiseError, match="score\\(\\) failed on item '3'"):
+        reward(["x"], item_id=["3"], answer=["7"], meta=["{}"])

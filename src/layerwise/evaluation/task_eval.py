@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
+from layerwise.tasks.base import call_task
 from layerwise.evaluation.generation import generate_texts
 from layerwise.fileio import atomic_write_text
 from layerwise.tasks.base import Task, is_correct
@@ -83,9 +84,10 @@ def evaluate_task(model, tokenizer, task: Task, n: int = 100, seed: int = 0, spl
         completions = generate_texts(model, tokenizer, [it.prompt for it in items], budget,
                                      batch_size)
         for item, completion in zip(items, completions):
-            score = float(task.score(completion, item))
+            score = call_task(task, "score", completion, item)
             records.append({"id": item.id, "prompt": item.prompt, "completion": completion,
-                            "extracted": task.extract(completion, item), "answer": item.answer,
+                            "extracted": call_task(task, "extract", completion, item),
+                            "answer": item.answer,
                             "score": score, "correct": is_correct(score)})
     seconds = time.perf_counter() - start
     accuracy = sum(r["correct"] for r in records) / len(records)

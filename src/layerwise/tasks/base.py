@@ -87,6 +87,18 @@ def is_correct(score: float) -> bool:
     return score >= 1.0 - 1e-9
 
 
+def call_task(task, method: str, completion: str, item: "TaskItem"):
+    """`task.score(...)` / `task.extract(...)`, a failure (a user's task) as one line naming the item."""
+    try:
+        value = getattr(task, method)(completion, item)
+        return float(value) if method == "score" else value
+    except LayerwiseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the task's own code
+        raise LayerwiseError(f"task {task.name!r}: {method}() failed on item {item.id!r}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
 def reward_function(task: Task) -> Callable[..., list[float]]:
     """A TRL reward `f(completions, **columns) -> list[float]` that is exactly `task.score`.
 
@@ -103,7 +115,7 @@ def reward_function(task: Task) -> Callable[..., list[float]]:
             item = TaskItem(id=item_id[i], prompt=prompts[i] if prompts is not None else "", answer=answer[i],
                             target=target[i] if target is not None else "",
                             meta=json.loads(meta[i] or "{}"))
-            out.append(float(task.score(completion, item)))
+            out.append(call_task(task, "score", completion, item))
         return out
 
     reward.__name__ = f"{task.name}_reward"
