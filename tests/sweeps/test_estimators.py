@@ -70,3 +70,15 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert names == {"delta", "gradient"}
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
     assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
+    # diagnostics of another model are refused before anything is computed
+    from tests.cli.test_cli import _one_line_error
+
+    other = tmp_path / "other"
+    code, _, err = run(capsys, "diagnose", "--model", "tiny:llama:layers=6", "--metrics", "angular",
+                       "--num-seqs", "2", "--seq-len", "16", "--out", str(other), "-q", "--no-progress")
+    assert code == 0, err
+    code, out, err = run(capsys, "estimate", str(tmp_path), "--diagnostics",
+                         str(other / "diagnostics.json"), "--no-delta", "--no-gradient", "-q")
+    _one_line_error(code, out, err, r"is of a 6-block model; the sweep .* is of tiny:llama.*4 blocks")
+    doc = json.loads((tmp_path / "contribution.json").read_text())
+    assert doc["identity"]["num_blocks"] == 4 and doc["identity"]["structure"]

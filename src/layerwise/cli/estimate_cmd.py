@@ -28,6 +28,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="FILE", help="default: SWEEP_DIR/estimators.json")
 
 
+def _same_model(diag, doc: dict, column, sweep_dir: Path, diag_path: str) -> None:
+    """Diagnostics of another model than the sweep's are refused before anything is computed."""
+    from layerwise.models.identity import check_identity, describe
+    from layerwise.sweeps.store import open_store
+
+    if not isinstance(diag, dict) or not isinstance(diag.get("layers"), list):
+        raise LayerwiseError(f"--diagnostics {diag_path} is not a diagnostics.json (no 'layers' "
+                             "list): write one with `layerwise diagnose --out DIR`")
+    theirs = doc.get("identity")
+    if theirs is None:
+        with open_store(sweep_dir) as store:
+            theirs = store.identity()
+    blocks = diag.get("num_blocks")
+    if theirs and isinstance(blocks, int) and blocks != theirs.get("num_blocks"):
+        raise LayerwiseError(f"--diagnostics {diag_path} is of a {blocks}-block model; the sweep "
+                             f"{sweep_dir} is of {describe(theirs)}: a file from another model")
+    if isinstance(blocks, int) and column.per_block and max(column.per_block) >= blocks:
+        raise LayerwiseError(f"--diagnostics {diag_path} is of a {blocks}-block model; the sweep "
+                             f"{sweep_dir} has block {max(column.per_block)}: a file from another model")
+    if theirs:
+        check_identity(diag.get("identity"), theirs, f"--diagnostics {diag_path}")
+
+
 def run(args: argparse.Namespace) -> int:
     from layerwise.models.loading import load_model
     from layerwise.sweeps.compare import load_sweep
@@ -55,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     seconds: dict[str, float] = {}
     if args.diagnostics:
         diag = read_json(args.diagnostics)
+        _same_model(diag, doc, column, sweep_dir, args.diagnostics)
         estimates.update(metric_estimates(diag))
         seconds["metric"] = float(diag.get("seconds") or diag.get("wall_seconds") or 0.0) or None
     task = get_task(spec.get("task"), **(spec.get("task_options") or {}))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from layerwise import __version__
 from layerwise.diagnostics.ablation import baseline_ppl
+from layerwise.models.identity import model_identity
 from layerwise.diagnostics.context import DiagnosticContext
 from layerwise.diagnostics.registry import MetricSpec
 from layerwise.fileio import atomic_write_text, json_safe
@@ -58,6 +59,7 @@ def run_diagnostics(ctx: DiagnosticContext, metrics: list[MetricSpec], model_nam
         "model": model_name,
         "model_type": ctx.layers.model_type,
         "num_blocks": L,
+        "identity": model_identity(ctx.layers, model_name),
         "data": data_name,
         "windows": {"num_seqs": int(ctx.windows.shape[0]), "seq_len": int(ctx.windows.shape[1]),
                     "tokens": int(ctx.windows.numel())},

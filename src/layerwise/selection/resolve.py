@@ -69,8 +69,11 @@ def _block_range(item: Item, n: int, spec: str) -> list[int]:
     raise AssertionError(item)
 
 
-def _ranked(item: Ranked, metric: str | None, n: int, spec: str) -> list[int]:
-    used, scores = read_block_scores(item.path, metric or item.metric, num_blocks=n)
+def _ranked(item: Ranked, metric: str | None, layers: LayerMap, spec: str) -> list[int]:
+    from layerwise.models.identity import structure_fingerprint
+
+    used, scores = read_block_scores(item.path, metric or item.metric, num_blocks=layers.num_blocks,
+                                     structure=structure_fingerprint(layers))
     if item.k > len(scores):
         raise LayerwiseError(
             f"{'top' if item.best else 'bottom'}:{item.k} asks for {item.k} blocks but "
@@ -144,7 +147,7 @@ def _resolve_group(group: Group, layers: LayerMap, spec: str) -> set[str]:
                 )
             names.update(part_names)
         elif isinstance(item, Ranked):
-            blocks += _ranked(item, metric, n, spec)
+            blocks += _ranked(item, metric, layers, spec)
         else:
             blocks += _block_range(item, n, spec)
 

@@ -25,7 +25,7 @@ _INDEX_KEYS = ("index", "block", "layer")
 _DEFAULT_METRICS = ("score", "contribution", "contribution_mean")
 
 
-def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None]:
+def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None, dict | None]:
     """(per-block records, field -> "higher is more important?" where the file declares it,
     the model's block count where the file declares it)."""
     if not path.is_file():
@@ -35,15 +35,18 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None
     except (OSError, UnicodeDecodeError) as exc:
         raise LayerwiseError(f"cannot read result file {path}: {exc}") from exc
     if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines())), {}, None
+        return list(csv.DictReader(text.splitlines())), {}, None, None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LayerwiseError(f"result file {path} is not valid JSON: {exc}") from exc
     orientation: dict[str, bool | None] = {}
-    declared = None
+    declared = identity = None
     if isinstance(data, dict):
+        identity = data.get("identity") if isinstance(data.get("identity"), dict) else None
         declared = data.get("num_blocks") if isinstance(data.get("num_blocks"), int) else None
+        if declared is None and identity and isinstance(identity.get("num_blocks"), int):
+            declared = identity["num_blocks"]
         for entry in (data.get("metrics") or {}).values():
             if isinstance(entry, dict) and isinstance(entry.get("fields"), dict):
                 orientation.update(entry["fields"])
@@ -59,7 +62,7 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None
             f"result file {path} has no per-block records: expected {{'layers': [{{'index': ..., "
             "METRIC: ...}}]}} or a CSV with an 'index' column"
         )
-    return data, orientation, declared
+    return data, orientation, declared, identity
 
 
 def _number(value) -> float | None:
@@ -69,18 +72,23 @@ def _number(value) -> float | None:
         return None
 
 
-def read_block_scores(path: str | Path, metric: str | None,
-                      num_blocks: int | None = None) -> tuple[str, dict[int, float]]:
+def read_block_scores(path: str | Path, metric: str | None, num_blocks: int | None = None,
+                      structure: str | None = None) -> tuple[str, dict[int, float]]:
     """(metric used, {block index: importance score}) from a result file: finite values only,
     negated where the file marks the metric as "higher = less important", so that larger is
     always more important. With `num_blocks` (the model's), a file that declares another block
     count (diagnostics.json's `num_blocks`) or scores a block the model does not have is refused
     as made for another model."""
     path = Path(path)
-    records, orientation, declared = _records(path)
+    records, orientation, declared, identity = _records(path)
     if num_blocks is not None and declared is not None and declared != num_blocks:
         raise LayerwiseError(f"result file {path} was made for a model with {declared} blocks; "
                              f"this model has {num_blocks}: a file from another model")
+    if structure is not None and identity:
+        from layerwise.models.identity import check_identity
+
+        check_identity(identity, {"structure": structure, "num_blocks": num_blocks},
+                       f"result file {path}")
     if not records:
         raise LayerwiseError(f"result file {path} has no records")
     index_key = next((k for k in _INDEX_KEYS if k in records[0]), None)

@@ -16,7 +16,12 @@ def write_sweep_outputs(sweep: SweepSpec, rows: list[dict], out: str | Path
     out = Path(out)
     s_base, full, table = contributions(rows)
     notes = sweep_notes(rows, s_base, full, table)
-    atomic_write_text(out / "contribution.json", to_json(s_base, full, table, asdict(sweep), notes))
+    from layerwise.sweeps.store import open_store
+
+    with open_store(out) as store:
+        identity = store.identity()
+    atomic_write_text(out / "contribution.json", to_json(s_base, full, table, asdict(sweep), notes,
+                                                         identity))
     atomic_write_text(out / "contribution.csv", to_csv(table))
     title = f"Layer contribution: {sweep.summary()}"
     plot = plot_contribution(table, out / "contribution.png", title)

@@ -170,7 +170,10 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
     pristine = _pristine(sweep.model, ex)  # also resolves the selections on the real structure
     runs = plan_runs(sweep, discover_layers(pristine.model))
     with open_store(out) as store:
-        store.claim(sweep.sweep_id(), {"summary": sweep.summary(),
+        from layerwise.models.identity import model_identity
+
+        identity = model_identity(discover_layers(pristine.model), sweep.model)
+        store.claim(sweep.sweep_id(), {"summary": sweep.summary(), "identity": identity,
                                        "spec": dataclasses.asdict(sweep)}, force=force)
         done = store.completed_ids()
         base_run, train_runs = runs[0], runs[1:]

@@ -148,6 +148,7 @@ def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
     selections = expand_selections(layers, sweep.layers)
     schedule = common.get("schedule", "fixed")
     if schedule != "fixed":
+        from layerwise.models.identity import structure_fingerprint
         from layerwise.training.schedules import make_plan
 
         for label, what, blocks in selections:
@@ -157,7 +158,7 @@ def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
             try:
                 make_plan(schedule, tuple(blocks), int(common.get("steps", TrainConfig.steps)), 0,
                           lambda text: resolve_selection(layers, text).blocks,
-                          num_blocks=layers.num_blocks)
+                          num_blocks=layers.num_blocks, structure=structure_fingerprint(layers))
             except LayerwiseError as exc:
                 raise LayerwiseError(f"--layers item '{label}': {exc}") from None
     for seed in sweep.seeds:

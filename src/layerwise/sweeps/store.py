@@ -59,6 +59,17 @@ class SweepStore:
     def claim(self, sweep_id: str, description: dict[str, Any], force: bool = False) -> None:
         """Tie the store to `sweep_id`; a store of another sweep is refused unless `force`."""
         row = self._db.execute("SELECT value FROM sweep WHERE key = 'sweep_id'").fetchone()
+        known = self.identity()
+        new = description.get("identity")
+        if known and new and not force and (known.get("structure"), known.get("weights")) != (
+                new.get("structure"), new.get("weights")):
+            from layerwise.models.identity import describe
+
+            raise LayerwiseError(
+                f"{self.path.parent} holds runs of {describe(known)} (structure "
+                f"{known.get('structure')}, weights {known.get('weights')}); the model now is "
+                f"{describe(new)} (structure {new.get('structure')}, weights {new.get('weights')}): "
+                "its runs cannot be mixed with these; use another --out (or --force)")
         if row and row[0] != sweep_id and not force:
             other = self._db.execute("SELECT value FROM sweep WHERE key = 'description'").fetchone()
             what = json.loads(other[0]).get("summary", "") if other else ""
@@ -69,6 +80,11 @@ class SweepStore:
             self._db.execute("INSERT OR REPLACE INTO sweep VALUES ('sweep_id', ?)", (sweep_id,))
             self._db.execute("INSERT OR REPLACE INTO sweep VALUES ('description', ?)",
                              (json.dumps(description, sort_keys=True),))
+
+    def identity(self) -> dict | None:
+        """The identity of the model this store's runs were made with (None: an older store)."""
+        row = self._db.execute("SELECT value FROM sweep WHERE key = 'description'").fetchone()
+        return json.loads(row[0]).get("identity") if row else None
 
     # -- runs ---------------------------------------------------------------------------------
     def record(self, run_id: str, label: str, seed: int, spec: dict, status: str,

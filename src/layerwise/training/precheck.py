@@ -101,9 +101,12 @@ def plan_on(config, layers: LayerMap):
     """The --schedule plan over the blocks of --layers on this structure."""
     from layerwise.training.schedules import make_plan
 
+    from layerwise.models.identity import structure_fingerprint
+
     pool = resolve_selection(layers, config.layers).blocks
     return make_plan(config.schedule, pool, config.steps, config.seed,
-                     lambda text: resolve_selection(layers, text).blocks, num_blocks=len(layers.blocks))
+                     lambda text: resolve_selection(layers, text).blocks, num_blocks=len(layers.blocks),
+                     structure=structure_fingerprint(layers))
 
 
 def check_selections(config, layers: LayerMap) -> None:
@@ -122,7 +125,10 @@ def check_selections(config, layers: LayerMap) -> None:
     if config.tying != "none":
         from layerwise.training.tying import check_tying, parse_tying
 
-        check_tying(parse_tying(config.tying), layers.num_blocks, config.tie_every)
+        from layerwise.models.identity import structure_fingerprint
+
+        check_tying(parse_tying(config.tying), layers.num_blocks, config.tie_every,
+                    structure_fingerprint(layers))
     scales = parse_lr_scale(config.lr_scale, layers)
     if scales and config.layers is not None:
         trained = set(resolve_selection(layers, config.layers).blocks)

@@ -283,7 +283,9 @@ class TrainRecipe:
         cfg = self.config
         self.tying_spec = spec = parse_tying(cfg.tying)
         layers = discover_layers(self.model)
-        start = check_tying(spec, layers.num_blocks, cfg.tie_every)
+        from layerwise.models.identity import structure_fingerprint
+
+        start = check_tying(spec, layers.num_blocks, cfg.tie_every, structure_fingerprint(layers))
         self.tying_untied_counts = count_parameters(self.model)
         alias = "alias" in spec.faults
         self.tying_frozen: set[int] = set()

@@ -98,7 +98,7 @@ def sample_weights(scores: dict[int, float], pool: tuple[int, ...], temperature:
 
 
 def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=None,
-              num_blocks: int | None = None) -> Plan:
+              num_blocks: int | None = None, structure: str | None = None) -> Plan:
     """The plan of `spec` over the blocks `pool` of --layers; `resolve(text)` -> blocks (phases);
     `num_blocks`, the model's block count, refuses a scores file made for another model."""
     if spec.startswith("growth@"):
@@ -128,14 +128,14 @@ def make_plan(spec: str, pool: tuple[int, ...], steps: int, seed: int, resolve=N
             temperature = float(parts[3]) if len(parts) > 3 else 1.0
             if not temperature > 0:
                 raise LayerwiseError(f"--schedule {spec!r}: temperature must be > 0")
-            _metric, scores = read_block_scores(path, field or None, num_blocks)
+            _metric, scores = read_block_scores(path, field or None, num_blocks, structure)
             weights = sample_weights(scores, pool, temperature, spec)
         while len(per_step) < steps:
             active = frozenset(_weighted_sample(rng, list(pool), weights, g))
             per_step += [active] * k
         per_step = per_step[:steps]
     elif name == "growth":
-        per_step = growth_plan(body, pool, steps, spec, num_blocks)
+        per_step = growth_plan(body, pool, steps, spec, num_blocks, structure)
     else:  # phases
         for item in (i.strip() for i in body.split(";") if i.strip()):
             text, sep, n = item.rpartition("@")
@@ -180,7 +180,7 @@ def growth_phases(scores: dict[int, float], pool: tuple[int, ...], n_phases: int
 
 
 def growth_plan(body: str, pool: tuple[int, ...], steps: int, spec: str,
-                num_blocks: int | None = None) -> list[frozenset[int]]:
+                num_blocks: int | None = None, structure: str | None = None) -> list[frozenset[int]]:
     from layerwise.selection.scores import read_block_scores
 
     file_field, *options = body.split("@")
@@ -199,7 +199,7 @@ def growth_plan(body: str, pool: tuple[int, ...], steps: int, spec: str,
         raise LayerwiseError(f"--schedule {spec!r}: {n_phases} phases need at least as many steps "
                              f"(--steps {steps})")
     path, _, field = file_field.partition(":")
-    _metric, scores = read_block_scores(path, field or None, num_blocks)
+    _metric, scores = read_block_scores(path, field or None, num_blocks, structure)
     missing = [b for b in pool if b not in scores]
     if missing:
         raise LayerwiseError(f"--schedule {spec!r}: the file has no finite score for block"

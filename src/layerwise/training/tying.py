@@ -114,7 +114,7 @@ def parse_tying(text: str) -> TyingSpec:
     raise LayerwiseError(f"--tying {t!r}: unknown policy; valid: {valid}")
 
 
-def static_sources(spec: TyingSpec, num_blocks: int) -> tuple[int, ...]:
+def static_sources(spec: TyingSpec, num_blocks: int, structure: str | None = None) -> tuple[int, ...]:
     """The map of a static scheme for a model of `num_blocks` blocks (validated)."""
     n = num_blocks
     if spec.scheme == "all":
@@ -134,11 +134,11 @@ def static_sources(spec: TyingSpec, num_blocks: int) -> tuple[int, ...]:
     if spec.scheme == "map":
         return tuple(read_tying_file(spec.arg, n)["sources"])
     if spec.scheme == "similar":
-        return similar_sources(spec, n)
+        return similar_sources(spec, n, structure)
     raise LayerwiseError(f"--tying {spec.text!r} has no static map")
 
 
-def similar_sources(spec: TyingSpec, n: int) -> tuple[int, ...]:
+def similar_sources(spec: TyingSpec, n: int, structure: str | None = None) -> tuple[int, ...]:
     """Tie the K least important of blocks 1..n-1 (by the file's field) to their predecessors."""
     from layerwise.selection.scores import read_block_scores
 
@@ -151,7 +151,7 @@ def similar_sources(spec: TyingSpec, n: int) -> tuple[int, ...]:
     if not 1 <= k <= n - 1:
         raise LayerwiseError(f"--tying {spec.text!r}: K must be in 1..{n - 1} (block 0 has no "
                              "predecessor)")
-    _metric, scores = read_block_scores(file, fld or SIMILAR_FIELD, n)
+    _metric, scores = read_block_scores(file, fld or SIMILAR_FIELD, n, structure)
     candidates = [b for b in range(1, n) if b in scores]
     if len(candidates) < k:
         raise LayerwiseError(f"--tying {spec.text!r}: {file} scores {len(candidates)} of blocks "
@@ -160,23 +160,24 @@ def similar_sources(spec: TyingSpec, n: int) -> tuple[int, ...]:
     return check_map([b - 1 if b in chosen else b for b in range(n)], n)
 
 
-def initial_sources(spec: TyingSpec, num_blocks: int) -> tuple[int, ...]:
+def initial_sources(spec: TyingSpec, num_blocks: int, structure: str | None = None) -> tuple[int, ...]:
     """The map a run starts from: the static map, all-to-block-0 for the agents, or untied."""
     if spec.policy == "static":
-        return static_sources(spec, num_blocks)
+        return static_sources(spec, num_blocks, structure)
     if spec.dynamic and "frozen-start" not in spec.faults:
         return tuple(0 for _ in range(num_blocks))
     return tuple(range(num_blocks))
 
 
-def check_tying(spec: TyingSpec, num_blocks: int, every: int | None) -> tuple[int, ...]:
+def check_tying(spec: TyingSpec, num_blocks: int, every: int | None,
+                structure: str | None = None) -> tuple[int, ...]:
     """Everything about --tying that the model's block count decides (before loading)."""
     if spec.active and num_blocks < 2:
         raise LayerwiseError(f"--tying {spec.text!r}: the model has {num_blocks} block; tying needs two")
     if every is not None and not spec.dynamic:
         raise LayerwiseError(f"--tie-every applies to the dynamic policies ({', '.join(DYNAMIC)}); "
                              f"--tying {spec.text!r} decides nothing during the run")
-    return initial_sources(spec, num_blocks)
+    return initial_sources(spec, num_blocks, structure)
 
 
 # ---- the reward: a cross-entropy on training rows ---------------------------------------------
