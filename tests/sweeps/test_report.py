@@ -69,3 +69,25 @@ def test_top_k_from_a_sweep(tmp_path):
 def test_sweep_bad_input(capsys, tmp_path, extra, pattern):
     code, out, err = run(capsys, "sweep", "--model", "tiny:llama", "--out", str(tmp_path), "-q", *extra)
     _one_line_error(code, out, err, pattern)
+
+
+def test_the_sweep_page_lists_rows_in_depth_order_with_the_settings(tmp_path):
+    from layerwise.reporting.sweep_report import display_order, sweep_html
+    from layerwise.sweeps.contribution import Contribution
+
+    def row(label, blocks):
+        return Contribution(label=label, blocks=blocks, seeds=[0], score_mean=0.5, score_sd=0.0,
+                            contribution_mean=0.5, contribution_sd=0.0, contribution_per_seed={0: 0.5},
+                            trainable_params=10, trainable_share=0.1, step_seconds=0.1,
+                            wall_seconds=1.0)
+
+    rows = [row("block 2", [2]), row("full", [0, 1, 2]), row("block 0", [0]), row("mid:2", [1, 2])]
+    assert [r.label for r in display_order(rows)] == ["full", "block 0", "block 2", "mid:2"]
+    plot = tmp_path / "c.png"
+    plot.write_bytes(b"")
+    page = sweep_html("t", 0.1, {0: 0.9}, rows, plot, tmp_path / "r.html",
+                      settings={"model": "tiny:llama", "task": "arithmetic", "method": "grpo",
+                                "layers": "each", "seeds": [0], "train": {"steps": 12, "lr": 3e-3}})
+    text = page.read_text()
+    assert text.index("block 0") < text.index("block 2") < text.index("mid:2")
+    assert "<h2>Settings</h2>" in text and "grpo" in text and "<th>steps</th><td>12</td>" in text

@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     s_base, full, table = write_sweep_outputs(sweep, rows, args.out)
     lines = [f"base {s_base:.3f}; full " + ", ".join(f"seed {k} {v:.3f}" for k, v in sorted(full.items())),
              f"{'selection':<16} {'score':>15} {'C(k)':>15} {'trainable':>12}"]
-    for r in table:
+    from layerwise.reporting.sweep_report import display_order
+
+    for r in display_order(table):
         c = "nan" if math.isnan(r.contribution_mean) else f"{r.contribution_mean:.3f} ± {r.contribution_sd:.3f}"
         lines.append(f"{r.label:<16} {r.score_mean:>7.3f} ± {r.score_sd:.3f} {c:>15} "
                      f"{r.trainable_params or 0:>12,}" + (f"  failed: {'; '.join(r.failed)}" if r.failed else ""))

@@ -37,7 +37,9 @@ def plot_contribution(rows: list[Contribution], path: str | Path, title: str) ->
     ax.set_xticklabels(labels, rotation=90 if len(ordered) > 12 else 0, fontsize=7)
     ax.set_xlabel("block (depth order)" + (", then other selections" if others else ""))
     ax.set_ylabel("C(k)")
-    ax.set_title(title, fontsize=9)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)  # a long title wraps, not cut
     if ordered and not any(math.isfinite(r.contribution_mean) for r in ordered):
         ax.text(0.5, 0.5, "no finite C(k): see the notes in report.html", ha="center",
                 va="center", transform=ax.transAxes, fontsize=9)
@@ -46,8 +48,33 @@ def plot_contribution(rows: list[Contribution], path: str | Path, title: str) ->
     return save_figure(fig, path)
 
 
+def display_order(rows: list[Contribution]) -> list[Contribution]:
+    """full first, then single blocks by depth, then every other selection as given."""
+    full = [r for r in rows if r.label == "full"]
+    singles = sorted((r for r in rows if len(r.blocks) == 1 and r not in full),
+                     key=lambda r: r.blocks[0])
+    return full + singles + [r for r in rows if r not in full and r not in singles]
+
+
+def _settings_table(settings: dict | None) -> str:
+    if not settings:
+        return ""
+    train = dict(settings.get("train") or {})
+    rows = [("model", settings.get("model") or "embedded"), ("task", settings.get("task")),
+            ("task options", settings.get("task_options") or "none"),
+            ("method", settings.get("method")), ("selections", settings.get("layers")),
+            ("seeds", ", ".join(map(str, settings.get("seeds") or []))),
+            ("full training's lr", settings.get("full_lr") or "the runs' lr")]
+    rows += sorted((k, v) for k, v in train.items())
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                    for k, v in rows)
+    return f"<h2>Settings</h2><table>{cells}</table>"
+
+
 def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Contribution],
-               plot: Path, path: str | Path, notes: list[str] | None = None) -> Path:
+               plot: Path, path: str | Path, notes: list[str] | None = None,
+               settings: dict | None = None) -> Path:
+    rows = display_order(rows)
     body = [f"<h1>{html.escape(title)}</h1>",
             *([("<div class=\"help\"><b>Notes</b><ul>"
                 + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>")] if notes else []),
@@ -66,4 +93,5 @@ def sweep_html(title: str, s_base: float, full: dict[int, float], rows: list[Con
             f"<td>{r.trainable_params or '-'}</td><td>{(r.step_seconds or math.nan):.3f}</td>"
             f"<td>{html.escape('; '.join(r.failed))}</td></tr>")
     body.append("</table>")
+    body.append(_settings_table(settings))
     return atomic_write_text(path, page(title, body))

@@ -25,5 +25,5 @@ def write_sweep_outputs(sweep: SweepSpec, rows: list[dict], out: str | Path
     atomic_write_text(out / "contribution.csv", to_csv(table))
     title = f"Layer contribution: {sweep.summary()}"
     plot = plot_contribution(table, out / "contribution.png", title)
-    sweep_html(title, s_base, full, table, plot, out / "report.html", notes)
+    sweep_html(title, s_base, full, table, plot, out / "report.html", notes, asdict(sweep))
     return s_base, full, table
