@@ -19,12 +19,13 @@ def test_kendall_tau_b_known_values():
     assert math.isnan(kendall_tau_b([1, 2], [1, 2]))
 
 
-def _write(path, task, values):
+def _write(path, task, values, steps=20):
     path.mkdir()
     sels = [{"label": f"block {i}", "blocks": [i], "contribution_mean": v} for i, v in enumerate(values)]
     sels.append({"label": "mid:2", "blocks": [1, 2], "contribution_mean": 9.0})
     (path / "contribution.json").write_text(json.dumps(
-        {"sweep": {"task": task, "method": "grpo", "model": "m"}, "selections": sels}))
+        {"sweep": {"task": task, "method": "grpo", "model": "m", "train": {"steps": steps}},
+         "selections": sels}))
 
 
 def test_report_merges_sweeps(tmp_path, capsys):
@@ -41,6 +42,15 @@ def test_report_merges_sweeps(tmp_path, capsys):
     assert "math/grpo/m" in out and "0.800" in out
     assert (tmp_path / "r" / "heatmap.png").stat().st_size > 1000
     assert json.loads((tmp_path / "r" / "consistency.json").read_text())["pairs"][0]["blocks"] == 4
+    assert "Rank agreement" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_two_sweeps_of_the_same_task_get_different_names(tmp_path, capsys):
+    _write(tmp_path / "a", "math", [0.1, 0.5, 0.9, 0.3], steps=20)
+    _write(tmp_path / "b", "math", [0.2, 0.6, 0.8, 0.1], steps=80)
+    code, out, err = run(capsys, "report", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert code == 0, err
+    assert "math/grpo/m (steps=20)" in out and "math/grpo/m (steps=80)" in out
 
 
 def test_report_of_a_directory_without_a_sweep(tmp_path, capsys):
