@@ -190,9 +190,9 @@ def plot_ranks(diag: dict) -> Figure | None:
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_xlabel("block")
-    ax.set_title("importance rank per metric (1 = most important; grey = no finite value)",
-                 fontsize=10, loc="left")
-    fig.colorbar(image, ax=ax, label="normalised rank")
+    ax.set_title("importance per metric as a normalised rank (1 = the block it ranks most "
+                 "important, 0 = least; grey = no finite value)", fontsize=10, loc="left")
+    fig.colorbar(image, ax=ax, label="normalised importance rank (1 = most important)")
     return fig
 
 
@@ -319,7 +319,8 @@ def _agreement_html(diag: dict) -> str:
             "as important are negated first). +1: the two metrics order blocks alike; −1: "
             "opposite. n = blocks where both are finite, shown when fewer than all "
             f"{num_blocks}.</p>")
-    return f"{note}<table>{head}{''.join(rows)}</table>"
+    # Many metrics make a wide table: it scrolls inside its box instead of overflowing the page.
+    return f"{note}<div class=\"wide\"><table>{head}{''.join(rows)}</table></div>"
 
 
 def _rho_cell(rho: float, n: int, num_blocks: int) -> str:
