@@ -231,3 +231,15 @@ def test_files_that_are_not_checkpoints_or_json_are_named_for_what_they_are(tmp_
     fake.write_text("hello")
     with pytest.raises(LayerwiseError, match="not a readable safetensors file"):
         Checkpoint(fake)
+
+
+def test_checkpoints_that_share_no_tensor_are_refused_before_any_output(tmp_path, capsys):
+    from tests.cli.test_cli import _one_line_error, run
+
+    _save(load_model("tiny:llama").model, tmp_path / "llama")
+    _save(load_model("tiny:gpt2").model, tmp_path / "gpt2")
+    capsys.readouterr()  # the saving's own progress output
+    code, out, err = run(capsys, "compare", str(tmp_path / "llama"), str(tmp_path / "gpt2"),
+                         "--out", str(tmp_path / "cmp"))
+    _one_line_error(code, out, err, r"share no tensor name .* checkpoints of different models")
+    assert not (tmp_path / "cmp").exists() or not any((tmp_path / "cmp").iterdir())

@@ -126,6 +126,10 @@ def check_rounding(rounding: str) -> str:
 def _pair_names(base: Checkpoint, tuned: Checkpoint) -> tuple[list[str], dict[str, list[str]]]:
     b, t = set(base.names), set(tuned.names)
     missing = {"tuned": sorted(b - t), "base": sorted(t - b)}
+    if b and t and not b & t:
+        raise LayerwiseError(f"{base.path} and {tuned.path} share no tensor name (e.g. "
+                             f"{min(b)} vs {min(t)}): checkpoints of different models, nothing to "
+                             "compare")
     for name in sorted(b & t):
         if base.shape(name) != tuned.shape(name):
             raise LayerwiseError(f"checkpoints differ in shape at tensor {name}: "
