@@ -101,3 +101,18 @@ def test_the_sweep_page_lists_rows_in_depth_order_with_the_settings(tmp_path):
     text = page.read_text()
     assert text.index("block 0") < text.index("block 2") < text.index("mid:2")
     assert "<h2>Settings</h2>" in text and "grpo" in text and "<th>steps</th><td>12</td>" in text
+
+
+def test_a_report_of_sweeps_without_any_finite_contribution(tmp_path, capsys):
+    for name, steps in (("a", 1), ("b", 2)):
+        (tmp_path / name).mkdir()
+        sels = [{"label": f"block {i}", "blocks": [i], "contribution_mean": None} for i in range(4)]
+        (tmp_path / name / "contribution.json").write_text(json.dumps(
+            {"sweep": {"task": "t", "method": "grpo", "model": "m", "train": {"steps": steps}},
+             "notes": ["no selection has a finite C(k)"], "selections": sels}))
+    code, out, err = run(capsys, "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                         str(tmp_path / "r"))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert (tmp_path / "r" / "heatmap.png").stat().st_size > 1000
+    assert "no selection has a finite C(k)" in (tmp_path / "r" / "report.html").read_text()

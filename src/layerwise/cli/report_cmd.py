@@ -78,6 +78,8 @@ def _html(columns, rows, out: Path) -> None:
             "<p>C(k) = (S_k - S_base) / (S_full - S_base) per single block, one column per sweep; "
             "rank agreement between sweeps over the blocks both measured.</p>",
             img_tag(out / "heatmap.png", "C(k) heatmap"),
+            *[f"<p class=\"help\"><b>{html.escape(c.name)}</b>: {html.escape(n)}</p>"
+              for c in columns for n in (c.doc.get("notes") or [])],
             "<h2>Sweeps</h2><table><tr><th>name</th><th>directory</th><th>blocks</th></tr>"]
     body += [f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(c.path)}</td>"
              f"<td>{len(c.per_block)}</td></tr>" for c in columns]

@@ -76,22 +76,39 @@ def rank_consistency(columns: list[SweepColumn]) -> list[dict]:
     return rows
 
 
+def _single_blocks(column: SweepColumn) -> set[int]:
+    """Every single-block selection of a sweep, also those whose C(k) is undefined."""
+    return {sel["blocks"][0] for sel in column.doc.get("selections", [])
+            if len(sel.get("blocks") or []) == 1 and (str(sel.get("label", "")).startswith("block ")
+                                                      or str(sel.get("label", "")).isdigit())}
+
+
 def plot_heatmap(columns: list[SweepColumn], path: str | Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    blocks = sorted(set().union(*(c.per_block for c in columns)))
-    data = [[c.per_block.get(b, math.nan) for c in columns] for b in blocks]
-    fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(columns), 1.5 + 0.22 * len(blocks)))
-    im = ax.imshow(data, aspect="auto", cmap="viridis")
+    import numpy as np
+    from matplotlib import colormaps
+
+    blocks = sorted(set().union(*(c.per_block for c in columns), *(_single_blocks(c) for c in columns)))
+    data = np.ma.masked_invalid(np.array(
+        [[c.per_block.get(b, math.nan) for c in columns] for b in blocks] or [[math.nan] * len(columns)],
+        dtype=float))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(columns), 1.5 + 0.22 * max(1, len(blocks))))
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    im = ax.imshow(data, aspect="auto", cmap=cmap)
     ax.set_yticks(range(len(blocks)))
     ax.set_yticklabels([str(b) for b in blocks], fontsize=7)
     ax.set_xticks(range(len(columns)))
     ax.set_xticklabels([c.name for c in columns], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("block")
-    fig.colorbar(im, ax=ax, label="C(k)")
-    ax.set_title("Layer contribution across sweeps", fontsize=9)
+    if data.count():
+        fig.colorbar(im, ax=ax, label="C(k)")
+    else:
+        ax.text(0.5, 0.5, "no finite C(k) in any sweep\n(see each sweep's notes)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
+    ax.set_title("Layer contribution across sweeps (grey: undefined)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
