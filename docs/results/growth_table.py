@@ -13,27 +13,9 @@ import json
 import statistics
 from pathlib import Path
 
+from tablekit import completed_runs, mean_sd as _mean_sd
+
 ARMS = ("uniform", "growth", "growth50", "growth-last", "growth50-last", "growth-random")
-
-
-def _mean_sd(values: list[float], fmt: str = "{:.3f}") -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
-
-
-def _load(out: Path) -> dict[str, dict[str, dict]]:
-    runs: dict[str, dict[str, dict]] = {}
-    for seed_dir in sorted(out.glob("seed*")):
-        for arm in ("probe", *ARMS):
-            path = seed_dir / arm / "metrics.json"
-            if path.is_file():
-                m = json.loads(path.read_text())
-                if m.get("status") == "completed":
-                    runs.setdefault(arm, {})[seed_dir.name] = m
-    return runs
 
 
 def _active_mean(m: dict) -> float:
@@ -51,7 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
-    runs = _load(args.out)
+    runs = completed_runs(args.out, ("probe", *ARMS))
     seeds = sorted({s for arm in runs.values() for s in arm})
     print(f"Seeds: {', '.join(seeds)}. Held-out loss: mean next-token cross-entropy (nats/token) on "
           "256 windows of 128 tokens of WikiText-2 *test*; training on WikiText-2 *valid*.\n")

@@ -14,6 +14,8 @@ import json
 import statistics
 from pathlib import Path
 
+from tablekit import mean_sd as _ms
+
 ARMS = {
     "block-mid": "block mid:1 (14)",
     "mid4": "mid:4 (13-16)",
@@ -24,15 +26,6 @@ ARMS = {
     "lora16": "LoRA r=16, all linear",
     "full": "full",
 }
-
-
-def _ms(values: list[float], fmt: str = "{:.3f}") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
 
 
 def _blocks_per_step(m: dict) -> float | None:

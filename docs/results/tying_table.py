@@ -12,29 +12,10 @@ import json
 import statistics
 from pathlib import Path
 
+from tablekit import completed_runs, mean_sd as _mean_sd
+
 ARMS = ("untied", "all", "pairs", "mirror", "random", "dqn", "dqn-faithful", "dqn-gain",
         "retrain-dqn", "retrain-gain")
-
-
-def _mean_sd(values: list[float], fmt: str = "{:.3f}") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
-
-
-def _load(out: Path) -> dict[str, dict[str, dict]]:
-    runs: dict[str, dict[str, dict]] = {}
-    for seed_dir in sorted(out.glob("seed*")):
-        for arm in ARMS:
-            path = seed_dir / arm / "metrics.json"
-            if path.is_file():
-                m = json.loads(path.read_text())
-                if m.get("status") == "completed":
-                    runs.setdefault(arm, {})[seed_dir.name] = m
-    return runs
 
 
 def _counts(m: dict, key: str) -> dict:
@@ -63,8 +44,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--smollm2", type=Path, help="out/tying-smollm2: the pretrained-model table")
     args = ap.parse_args()
-    runs = _load(args.out)
+    if args.smollm2:
+        _smollm2(args.smollm2)
+        return
+    runs = completed_runs(args.out, ARMS)
     seeds = sorted({s for arm in runs.values() for s in arm})
     untied = next(iter(runs.get("untied", {}).values()), None)
     n_untied = untied["trainable"]["total_params"] if untied else None
@@ -113,6 +98,46 @@ def main() -> None:
                   f"{len(hist)} | {own:.2f} |")
     if args.plot:
         _plot(runs, args.plot)
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _smollm2(out: Path) -> None:
+    """Tie K blocks vs remove K blocks (SLEB) on SmolLM2, the same healing (run_tying_smollm2.sh)."""
+    base = _json(out / "base-arith" / "eval.json")
+    diag = _json(out / "diag" / "diagnostics.json")
+    pruned_arith = _json(out / "pruned-arith" / "eval.json")
+    print("| arm | blocks holding weights | unique params | held-out loss before healing | "
+          "held-out loss after | perplexity after | arithmetic accuracy after | forgetting "
+          "(general ppl change) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    arms = (("heal-only", "nothing removed or tied"), ("tie-weight", "tie 4: neighbour-mean"),
+            ("tie-repr", "tie 4: block influence"), ("remove", "remove 4: SLEB"))
+    for arm, what in arms:
+        m = _json(out / arm / "metrics.json")
+        if not m or m.get("status") != "completed":
+            continue
+        ar = _json(out / arm / "arith" / "eval.json")
+        t = m.get("tying") or {}
+        before = (t.get("scores_tied_untrained") or {}).get("loss") if t else m["base"]["loss"]
+        unique = t["counts_end"]["unique"] if t else m["trainable"]["total_params"]
+        held = len(set(t["final"])) if t else (30 if arm == "heal-only" else 26)
+        fg = m["forgetting"]["relative_change"]
+        print(f"| {arm} ({what}) | {held} | {unique:,} | {before:.3f} | {m['final']['loss']:.3f} | "
+              f"{m['final']['perplexity']:.2f} | {ar['accuracy']:.3f} | "
+              f"{fg:+.1%} |" if ar else f"| {arm} | ... |")
+        if t:
+            print(f"|   map | {t['final_description']} | | | | | | |")
+    if base:
+        print(f"\nBase SmolLM2 arithmetic accuracy {base['accuracy']:.3f}"
+              + (f"; pruned (SLEB, before healing) {pruned_arith['accuracy']:.3f}" if pruned_arith else ""))
+    if diag:
+        order = diag["metrics"]["prune"]["extra"]["order"]
+        curve = diag["metrics"]["prune"]["extra"]["perplexity_curve"]
+        print(f"SLEB removal order {order}, perplexity on the training text {curve[0]:.2f} -> "
+              f"{curve[-1]:.2f}")
 
 
 def _plot(runs, path: Path) -> None:
