@@ -147,14 +147,16 @@ def _plot(runs, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    points: dict[tuple[float, float], list[str]] = {}  # arms on the same point share one label
     for arm in ARMS:
         ms = list(runs.get(arm, {}).values())
-        if not ms:
-            continue
-        xs = [statistics.mean(_mean_unique(m) for m in ms) / 1e6]
-        ys = [statistics.mean(m["final"]["loss"] for m in ms)]
-        ax.scatter(xs, ys)
-        ax.annotate(arm, (xs[0], ys[0]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        if ms:
+            x = round(statistics.mean(_mean_unique(m) for m in ms) / 1e6, 2)
+            y = round(statistics.mean(m["final"]["loss"] for m in ms), 2)
+            points.setdefault((x, y), []).append(arm)
+    for (x, y), arms in points.items():
+        ax.scatter([x], [y])
+        ax.annotate(", ".join(arms), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("unique parameters, mean over the run (M)")
     ax.set_ylabel("held-out loss (nats/token), mean of seeds")
     ax.set_title("Tying from scratch: held-out loss vs parameters (12 blocks, WikiText-2)", fontsize=10)
