@@ -185,7 +185,7 @@ def test_our_environment_is_not_visible(monkeypatch, audit_hooks):
     result = run_untrusted(code, audit_hooks=audit_hooks)
     assert "hunter2" not in result.stdout + result.stderr
     keys = ast.literal_eval(result.stdout.splitlines()[0])
-    assert set(keys) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE"}
+    assert set(keys) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "PWD"}  # bwrap: PWD
 
 
 def test_processes_cannot_be_spawned(tmp_path):

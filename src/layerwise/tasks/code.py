@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from layerwise.errors import LayerwiseError
 from layerwise.tasks.base import TaskItem, check_split
-from layerwise.tasks.sandbox import run_untrusted
+from layerwise.tasks.sandbox import check_jail, run_untrusted
 
 EVAL_SHARE = 5  # one problem (template + constants) in five belongs to the eval split
 OUTPUT_CAP = 1 << 20  # bytes of the program's stdout read back: reports plus the model's prints
@@ -505,6 +505,7 @@ class CodeTask:
     memory_mb: int = 512
     name: str = "code"
     max_new_tokens: int = 128
+    unjailed: bool = False  # opt-in: run without a jail where none works (weaker guards only)
     description: str = field(init=False, default="")
 
     def __post_init__(self):
@@ -514,6 +515,7 @@ class CodeTask:
             raise LayerwiseError(f"code timeout_s={self.timeout_s}: must be in (0, 600] seconds")
         if self.memory_mb < 64:
             raise LayerwiseError(f"code memory_mb={self.memory_mb}: must be 64 or more")
+        check_jail(self.unjailed)  # refuse now, before any model is loaded
         self.description = (f"write a Python function that passes {self.n_tests} hidden unit "
                             "tests; score = fraction passed (run in a sandbox)")
 
@@ -542,7 +544,8 @@ class CodeTask:
         result = run_untrusted(harness_program(code, item.meta["entry_point"],
                                                [args for args, _ in tests]),
                                stdin=nonce + "\n", timeout_s=self.timeout_s,
-                               memory_mb=self.memory_mb, max_output_bytes=OUTPUT_CAP)
+                               memory_mb=self.memory_mb, max_output_bytes=OUTPUT_CAP,
+                               allow_unjailed=self.unjailed)
         reports = None if result.timed_out else parse_reports(result.stdout, nonce, len(tests))
         if reports is None:
             return 0.0
@@ -553,7 +556,11 @@ class CodeTask:
 
 
 def make_task(n_tests: int = 8, timeout_s: float = 3.0, memory_mb: int = 512,
-              max_new_tokens: int = 128) -> CodeTask:
-    """Function-writing problems scored by `n_tests` hidden unit tests run in a sandbox."""
+              max_new_tokens: int = 128, unjailed: bool = False) -> CodeTask:
+    """Function-writing problems scored by `n_tests` hidden unit tests run in a sandbox.
+
+    The tests run in a bubblewrap jail; where none works, the task refuses unless
+    `unjailed=true` (then the weaker layers only: rlimits, namespaces where possible, audit hooks).
+    """
     return CodeTask(n_tests=n_tests, timeout_s=timeout_s, memory_mb=memory_mb,
-                    max_new_tokens=max_new_tokens)
+                    max_new_tokens=max_new_tokens, unjailed=unjailed)

