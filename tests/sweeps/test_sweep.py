@@ -6,10 +6,12 @@ import json
 import math
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +142,57 @@ def test_ray_backend_on_a_local_instance(toy_task, tmp_path):
         ray.shutdown()
     assert [r["status"] for r in rows] == ["completed"] * 4
     assert {r["label"] for r in rows} == {"base", "full", "1", "2"}
+
+
+def _ray_workers() -> list[int]:
+    """Live Ray worker processes running a sweep run (Ray titles them `ray::execute_run`)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and _alive(int(entry)) and b"ray::execute_run" in open(
+                    f"/proc/{entry}/cmdline", "rb").read():
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ray_tasks_die_with_a_killed_driver(toy_task, tmp_path):
+    """kill -9 of a sweep driver on a running Ray cluster: its tasks' workers go within 5 s."""
+    pytest.importorskip("ray")
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    started = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
+                              "--include-dashboard=false", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    proc = None
+    try:
+        cmd = [sys.executable, "-m", "layerwise.cli.main", "sweep", "--model", "tiny:llama",
+               "--task", toy_task, "--method", "sft", "--steps", "400", "--lr", "3e-3",
+               "--batch-size", "8", "--n-train", "16", "--eval-n", "6", "--backend", "ray",
+               "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "sweep"), "-q"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+        deadline = time.time() + 240
+        while time.time() < deadline and not _ray_workers() and proc.poll() is None:
+            time.sleep(0.2)
+        workers = _ray_workers()
+        assert workers, "no Ray task ever started"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+        proc.wait()
+        gone_by = time.time() + 5
+        while time.time() < gone_by and _ray_workers():
+            time.sleep(0.1)
+        assert _ray_workers() == [], "a Ray task outlived its driver"
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_unreachable_ray_address_is_one_line(capsys, toy_task, tmp_path):

@@ -204,3 +204,12 @@ def test_the_code_task_refuses_on_the_command_line_before_loading_a_model(monkey
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "refusing to run untrusted code" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@needs_jail
+def test_a_dry_run_says_the_code_task_is_jailed():
+    done = subprocess.run([sys.executable, "-m", "layerwise.cli.main", "train", "--model",
+                           "tiny:llama", "--task", "code", "--method", "grpo", "--full",
+                           "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "# untrusted code runs in: bubblewrap jail: jail:bwrap" in done.stdout

@@ -128,6 +128,9 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
         sys.stdout.write(f"# trains {t.description}: {t.trainable_params:,} of {t.total_params:,} "
                          f"parameters ({100 * t.share:.2f}%){blocks}\n")
     _dry_tying(config, model_config)
+    if config.task == "code":
+        from layerwise.tasks.sandbox import jail_status
+        sys.stdout.write(f"# untrusted code runs in: {jail_status()}\n")
     plan = schedule_plan(config, model_config)
     if plan is not None:
         phases = plan.phases()
