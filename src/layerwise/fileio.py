@@ -52,6 +52,25 @@ def json_safe(value, nonfinite: str = "string"):
     return value
 
 
+def read_text_file(path: str | Path, kind: str) -> str:
+    """A UTF-8 text file's content; unreadable or binary files are one-line LayerwiseErrors.
+
+    `kind` names the file in the message ("data file", "result file", ...).
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LayerwiseError(f"{kind} {path} is not UTF-8 text (a binary file?): byte "
+                             f"0x{exc.object[exc.start]:02x} at offset {exc.start}") from None
+    except IsADirectoryError:
+        raise LayerwiseError(f"{kind} {path} is a directory; expected a file") from None
+    except FileNotFoundError:
+        raise LayerwiseError(f"{kind} {path} does not exist") from None
+    except OSError as exc:
+        raise LayerwiseError(f"cannot read {kind} {path}: {exc.strerror or exc}") from exc
+
+
 def read_json(path: str | Path):
     """A JSON file's content; a malformed file is a one-line LayerwiseError naming it."""
     path = Path(path)

@@ -107,7 +107,12 @@ def _run_lines(label: str, run: dict, diff, tols) -> list[str]:
     blocks = [int(g.split()[1]) for g in changed if g.startswith("block ")]
     named = ([f"blocks {compact_ranges(blocks)}"] if blocks else []) + [g for g in changed
                                                                        if not g.startswith("block ")]
-    lines.append(f"  groups with changed entries at tol {tols[0]:g}: {', '.join(named) or 'none'}")
+    if not changed and not any(diff.missing.values()):
+        lines.append(f"  nothing changed at tol {tols[0]:g} (sparsity 1.0): the checkpoints match, "
+                     "nothing to rank")
+    else:
+        lines.append(f"  groups with changed entries at tol {tols[0]:g}: "
+                     f"{', '.join(named) or 'none'}")
     check = run["selection_check"]
     if check:
         lines.append(f"  selection {check['spec']}: " + (

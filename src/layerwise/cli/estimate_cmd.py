@@ -68,6 +68,15 @@ def run(args: argparse.Namespace) -> int:
     column = load_sweep(sweep_dir)
     doc = column.doc
     spec = doc.get("sweep") or {}
+    # Every input is checked before the sweep's own content and before any model loads.
+    diag = None
+    if args.diagnostics:
+        diag = read_json(args.diagnostics)
+        _same_model(diag, doc, column, sweep_dir, args.diagnostics)
+    full_dir = Path(args.full_run) if args.full_run else sweep_dir / "full-seed0"
+    if not args.no_delta and not (full_dir / "model").is_dir():
+        raise LayerwiseError(f"no full-run checkpoint at {full_dir}/model (pass --full-run, or "
+                             "--no-delta)")
     if not column.per_block:
         why = "; ".join(doc.get("notes") or [])
         raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with"
@@ -76,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
         sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in store.runs())
     estimates: dict[str, list] = {}
     seconds: dict[str, float] = {}
-    if args.diagnostics:
-        diag = read_json(args.diagnostics)
-        _same_model(diag, doc, column, sweep_dir, args.diagnostics)
+    if diag is not None:
         estimates.update(metric_estimates(diag))
         seconds["metric"] = float(diag.get("seconds") or diag.get("wall_seconds") or 0.0) or None
     task = get_task(spec.get("task"), **(spec.get("task_options") or {}))
@@ -86,10 +93,6 @@ def run(args: argparse.Namespace) -> int:
     eval_n = int(train.get("eval_n") or 100)
     base = load_model(spec.get("model"))
     if not args.no_delta:
-        full_dir = Path(args.full_run) if args.full_run else sweep_dir / "full-seed0"
-        if not (full_dir / "model").is_dir():
-            raise LayerwiseError(f"no full-run checkpoint at {full_dir}/model (pass --full-run, or "
-                                 "--no-delta)")
         full_run = read_run(full_dir)
         with Timer() as t:
             tuned = load_model(str(full_dir / "model")).model

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import jsonl_error
+from layerwise.fileio import jsonl_error, read_text_file
 from layerwise.hub import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ def _embedded_text() -> str:
 
 
 def _read_text_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayerwiseError(f"cannot read data file {path}: {exc}") from exc
+    return read_text_file(path, "data file")
 
 
 def _read_jsonl(path: Path, text_field: str) -> str:

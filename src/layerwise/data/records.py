@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerwise.errors import LayerwiseError
-from layerwise.fileio import jsonl_error
+from layerwise.fileio import jsonl_error, read_text_file
 from layerwise.hub import hub_reachable
 
 
@@ -27,10 +27,7 @@ def _check_fields(record: Any, fields: tuple[str, ...], where: str) -> dict[str,
 
 
 def _read_jsonl_records(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayerwiseError(f"cannot read data file {path}: {exc}") from exc
+    lines = read_text_file(path, "data file").splitlines()
     records = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
+from layerwise.fileio import read_text_file
 
 log = logging.getLogger(__name__)
 _INDEX_KEYS = ("index", "block", "layer")
@@ -30,10 +31,7 @@ def _records(path: Path) -> tuple[list[dict], dict[str, bool | None], int | None
     the model's block count where the file declares it)."""
     if not path.is_file():
         raise LayerwiseError(f"result file {path} does not exist (used by top:K@FILE)")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayerwiseError(f"cannot read result file {path}: {exc}") from exc
+    text = read_text_file(path, "result file")
     if path.suffix.lower() == ".csv":
         return list(csv.DictReader(text.splitlines())), {}, None, None
     try:

@@ -27,6 +27,9 @@ class SweepColumn:
 def load_sweep(path: str | Path) -> SweepColumn:
     path = Path(path)
     doc_path = path / "contribution.json" if path.is_dir() else path
+    if not path.exists():
+        raise LayerwiseError(f"sweep {path} does not exist (give a `layerwise sweep --out` "
+                             "directory)")
     if not doc_path.is_file():
         raise LayerwiseError(f"{path} holds no contribution.json (run `layerwise sweep --out {path}`)")
     doc = read_json(doc_path)

@@ -11,6 +11,8 @@ count...) is a one-line `LayerwiseError` raised in `__post_init__`, before a mod
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -224,6 +226,14 @@ class TrainConfig:
             raise LayerwiseError(f"--mask-tol {self.mask_tol}: must be >= 0")
         if self.merge and not self.lora:
             raise LayerwiseError("--merge applies to --lora runs only")
+        if not self.lora:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            stray = [f"--{n.replace('_', '-')}" for n in ("rank", "lora_alpha", "lora_layers",
+                                                         "lora_targets", "lora_budget")
+                     if getattr(self, n) != defaults[n]]
+            if stray:
+                raise LayerwiseError(f"{', '.join(stray)} configure LoRA adapters: add --lora "
+                                     "(this run trains without adapters)")
         if (self.data or self.eval_data) and self.task != "lm":
             raise LayerwiseError("--data/--eval-data are the lm task's texts: add --task lm "
                                  "(other tasks take their files as --task-option)")

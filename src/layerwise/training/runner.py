@@ -38,6 +38,8 @@ def resume(out: str, *, extra_callbacks: list | None = None, quiet: bool = False
 
     from layerwise.errors import LayerwiseError
 
+    if not Path(out).exists():
+        raise LayerwiseError(f"--resume {out} does not exist (give the --out of the run to resume)")
     if not (Path(out) / CONFIG_FILE).is_file():
         raise LayerwiseError(f"--resume {out}: no {CONFIG_FILE} there (not a `layerwise train` "
                              "run directory)")
