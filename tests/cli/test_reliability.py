@@ -2,7 +2,8 @@
 its exit code and one line matching its message, never a traceback.
 
 The same list writes the table in the doc, so the doc cannot drift from what the code does:
-    .venv/bin/python -m tests.cli.test_reliability > docs/reliability-cases.md
+    .venv/bin/python -m tests.cli.test_reliability --write docs/reliability.md
+(it replaces what lies between the `<!-- cases -->` and `<!-- /cases -->` lines).
 Faults that need a process (kill -9, NaN loss, a killed run) are tested where they live; the doc
 names those tests.
 """
@@ -160,6 +161,14 @@ CASES = [
          r"--mask-from .*missing': expected BASE,TUNED"),
     Case("train", "a mask from a checkpoint that does not exist",
          (*TR, "--full", "--mask-from", "{F}/missing,{F}/ck_llama"), r"missing.*does not exist"),
+    Case("train", "a mask from checkpoints of another model",
+         (*TR, "--full", "--mask-from", "{F}/ck_gpt2,{F}/ck_gpt2"),
+         r"--mask-from .*ck_gpt2 is a checkpoint of another model: \d+ of the model's tensors "
+         r"missing"),
+    Case("train", "a mask from a 6-block checkpoint for a 4-block model",
+         ("train", "--model", "{F}/ck_llama", "--full", "--mask-from", "{F}/ck_llama6,{F}/ck_llama6"),
+         r"ck_llama6 is a checkpoint of another model: .*the model does not have "
+         r"\(e\.g\. model\.layers\.4\."),
     Case("train", "DPO pairs from a missing file",
          (*TR, "--full", "--method", "dpo", "--pairs", "{F}/missing.jsonl"),
          r"data file .*missing\.jsonl does not exist"),
@@ -264,6 +273,7 @@ def build_fixtures(root: Path) -> Path:
     (root / "corrupt" / "model.safetensors").write_bytes(b"\xff" * 64)
     load_model("tiny:llama").model.save_pretrained(root / "ck_llama")
     load_model("tiny:gpt2").model.save_pretrained(root / "ck_gpt2")
+    load_model("tiny:llama:layers=6").model.save_pretrained(root / "ck_llama6")
     shutil.copytree(root / "ck_llama", root / "badconfig")  # real weights, a broken config
     (root / "badconfig" / "config.json").write_text("{not json")
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
@@ -332,6 +342,30 @@ def markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def write_into(doc: Path) -> None:
+    text = doc.read_text()
+    start, end = "<!-- cases -->\n", "<!-- /cases -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{doc} has no {start.strip()} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    doc.write_text(head + start + markdown() + end + tail)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.stdout.write(markdown())
+    if sys.argv[1:2] == ["--write"]:
+        write_into(Path(sys.argv[2]))
+    else:
+        sys.stdout.write(markdown())
+
+
+def test_every_test_the_doc_names_exists():
+    doc = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", doc)
+    assert len(named) >= 15
+    for path, name in named:
+        source = Path(__file__).parents[2] / path
+        assert source.is_file(), path
+        if name:
+            assert re.search(rf"^def {name}\(", source.read_text(), re.M), f"{path}::{name}"

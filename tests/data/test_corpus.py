@@ -67,7 +67,7 @@ def test_bad_data(tmp_path):
         load_corpus(str(jsonl))
     binary = tmp_path / "b.txt"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(LayerwiseError, match="cannot read data file"):
+    with pytest.raises(LayerwiseError, match=r"data file .*b.txt is not UTF-8 text \(a binary file\?\): byte 0xff at offset 0"):
         load_corpus(str(binary))
 
 

@@ -157,11 +157,37 @@ def check_tokenizer(config, model_config, task) -> str | None:
 def check_against_structure(config, model_config, layers: LayerMap | None = None) -> None:
     """All the run's structural checks, on `layers` or on a meta-device build of the model."""
     if config.mask_from:
-        from layerwise.analysis.checkpoints import Checkpoint
-
-        for part in config.mask_from.split(","):
-            Checkpoint(part.strip())  # a missing or unreadable checkpoint is one line
+        _check_mask_checkpoints(config.mask_from, model_config)
     if layers is None:
         layers = meta_layers(model_config.model, model_config.trust_remote_code)
     if layers is not None:
         check_selections(config, layers)
+
+
+def _check_mask_checkpoints(spec: str, model_config) -> None:
+    """--mask-from BASE,TUNED: both readable, and both of this model (names and shapes), checked
+    on the safetensors headers against a meta-device build: no weights are read."""
+    from layerwise.analysis.checkpoints import Checkpoint
+
+    checkpoints = [(part.strip(), Checkpoint(part.strip())) for part in spec.split(",")]
+    model = meta_model(model_config.model, model_config.trust_remote_code, model_config.tokenizer)
+    if model is None:
+        return  # no meta build: build_masks checks names and shapes once the model loads
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    known = set(dict(model.named_parameters(remove_duplicate=False))) | {
+        n for n, _ in model.named_buffers()}
+    for part, checkpoint in checkpoints:
+        names = set(checkpoint.names)
+        missing = [n for n in params if n not in names]
+        extra = sorted(n for n in names if n not in known)
+        if missing or extra:
+            what = "; ".join(x for x in (
+                f"{len(missing)} of the model's tensors missing (e.g. {missing[0]})" if missing
+                else "", f"{len(extra)} the model does not have (e.g. {extra[0]})" if extra else "")
+                if x)
+            raise LayerwiseError(f"--mask-from {part} is a checkpoint of another model: {what}")
+        for name, shape in params.items():
+            if tuple(checkpoint.shape(name)) != shape:
+                raise LayerwiseError(f"--mask-from {part} is a checkpoint of another model: "
+                                     f"{name} is {tuple(checkpoint.shape(name))} there, {shape} "
+                                     "in this model")
