@@ -192,8 +192,10 @@ def test_compare_of_identical_checkpoints_is_a_report_not_a_crash(pair, tmp_path
     code, stdout, err = run(capsys, "compare", str(pair / "base"), str(pair / "base"), "--out", str(out))
     assert code == 0, err
     assert "Traceback" not in err
-    assert "update sparsity 1.0000" in stdout and "none" in stdout
-    assert (out / "report.html").is_file() and (out / "sparsity_blocks.png").is_file()
+    assert "update sparsity 1.0000" in stdout
+    assert "nothing changed at tol 1e-05 (sparsity 1.0): the checkpoints match" in stdout
+    assert "nothing changed at tol 1e-05 (sparsity 1.0)" in (out / "report.html").read_text()
+    assert (out / "sparsity_blocks.png").is_file()
     assert not (out / "rank_hist.png").exists()  # nothing changed: no ranks to draw
 
 

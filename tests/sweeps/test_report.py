@@ -115,4 +115,6 @@ def test_a_report_of_sweeps_without_any_finite_contribution(tmp_path, capsys):
     assert code == 0, err
     assert "Traceback" not in err
     assert (tmp_path / "r" / "heatmap.png").stat().st_size > 1000
-    assert "no selection has a finite C(k)" in (tmp_path / "r" / "report.html").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "no selection has a finite C(k)" in page
+    assert "— (fewer than 2 blocks with a finite C(k) in both)" in page and ">nan<" not in page

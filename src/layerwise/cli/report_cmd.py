@@ -83,9 +83,19 @@ def _html(columns, rows, out: Path) -> None:
             "<h2>Sweeps</h2><table><tr><th>name</th><th>directory</th><th>blocks</th></tr>"]
     body += [f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(c.path)}</td>"
              f"<td>{len(c.per_block)}</td></tr>" for c in columns]
-    body.append("</table><h2>Rank agreement</h2><table><tr><th>sweep A</th><th>sweep B</th>"
-                "<th>blocks</th><th>Spearman</th><th>Kendall</th></tr>")
-    body += [f"<tr><td>{html.escape(r['a'])}</td><td>{html.escape(r['b'])}</td><td>{r['blocks']}</td>"
-             f"<td>{r['spearman']:.3f}</td><td>{r['kendall']:.3f}</td></tr>" for r in rows]
-    body.append("</table>")
+    body.append("</table><h2>Rank agreement</h2>")
+    if rows:
+        body.append("<table><tr><th>sweep A</th><th>sweep B</th><th>blocks</th><th>Spearman</th>"
+                    "<th>Kendall</th></tr>")
+        body += [f"<tr><td>{html.escape(r['a'])}</td><td>{html.escape(r['b'])}</td>"
+                 f"<td>{r['blocks']}</td>" + (
+                     f"<td>{r['spearman']:.3f}</td><td>{r['kendall']:.3f}</td>" if r["blocks"] >= 2
+                     else '<td colspan="2">— (fewer than 2 blocks with a finite C(k) in both)</td>')
+                 + "</tr>" for r in rows]
+        body.append("</table>")
+    else:
+        body.append('<p class="note">' + ("one sweep: nothing to compare its ranking with"
+                                          if len(columns) < 2 else
+                                          "no two sweeps share two blocks with a finite C(k): "
+                                          "no rank agreement to compute") + "</p>")
     atomic_write_text(out / "report.html", page("layerwise report", body))

@@ -183,6 +183,10 @@ def compare_html(doc: dict, plots: dict[str, Path], path: str | Path) -> Path:
     parts.append(table(header, rows))
     for run in doc["runs"]:
         missing = {k: v for k, v in run["missing"].items() if v}
+        unchanged = all(float(v) == 1.0 for v in run["global_sparsity"].values())
+        if unchanged and not missing:
+            parts.append(f'<p class="note">{html.escape(run["label"])}: nothing changed at tol '
+                         f'{tols[0]:g} (sparsity 1.0): the checkpoints match, nothing to rank.</p>')
         if missing:
             parts.append(f'<p class="bad">{html.escape(run["label"])}: tensors missing — '
                          + "; ".join(f"in {k}: {', '.join(v)}" for k, v in missing.items()) + "</p>")

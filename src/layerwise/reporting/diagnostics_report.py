@@ -190,7 +190,8 @@ def plot_ranks(diag: dict) -> Figure | None:
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_xlabel("block")
-    ax.set_title("importance per metric as a normalised rank (1 = the block it ranks most "
+    # Two lines: one line is wider than the figure at few blocks and was cut off.
+    ax.set_title("importance per metric as a normalised rank\n(1 = the block it ranks most "
                  "important, 0 = least; grey = no finite value)", fontsize=10, loc="left")
     fig.colorbar(image, ax=ax, label="normalised importance rank (1 = most important)")
     return fig

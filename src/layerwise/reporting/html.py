@@ -12,6 +12,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #f3f3f3; } td.name, th.name { text-align: left; }
 img { max-width: 100%; } .help { color: #555; } .bad { color: #b2182b; font-weight: bold; }
+.note { font-weight: bold; }
 .wide { overflow-x: auto; max-width: 100%; } .wide th { white-space: normal; min-width: 5em; }
 """
 

@@ -99,7 +99,9 @@ def plot_heatmap(columns: list[SweepColumn], path: str | Path) -> Path:
     data = np.ma.masked_invalid(np.array(
         [[c.per_block.get(b, math.nan) for c in columns] for b in blocks] or [[math.nan] * len(columns)],
         dtype=float))
-    fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(columns), 1.5 + 0.22 * max(1, len(blocks))))
+    # At least 4.5 in wide: the title does not fit a one- or two-column figure.
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.2 + 1.4 * len(columns)),
+                                    1.5 + 0.22 * max(1, len(blocks))))
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     im = ax.imshow(data, aspect="auto", cmap=cmap)
     ax.set_yticks(range(len(blocks)))
