@@ -204,3 +204,28 @@ def test_registered_with_their_orientation():
     assert METRICS["snr"].fields == {"snr": True}
     assert METRICS["weight-depth-r2"].fn is weights.weight_depth_r2_metric
     assert METRICS["weight-depth-r2"].fields == {"weight_depth_r2": None}
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (32, 96), (96, 32), (3, 40, 24), (2, 24, 40)])
+def test_the_gram_path_equals_spectrums_svd_path(shape):
+    """The float64 Gram eigensolve gives Spectrum's float32-SVD SNRs to 1e-5, on noise with a
+    low-rank signal (a trained matrix's shape of spectrum) and on plain noise."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    m, n = shape[-2:]
+    noise = torch.randn(*shape, generator=gen) * 0.02
+    signal = torch.randn(*shape[:-1], 3, generator=gen) @ torch.randn(3, n, generator=gen) * 0.05
+    for weight in (noise, noise + signal):
+        fast, reference = weights.matrix_snrs(weight), weights.spectrum_reference_snrs(weight)
+        assert len(fast) == len(reference) == (shape[0] if len(shape) == 3 else 1)
+        assert fast == pytest.approx(reference, rel=1e-5)
+
+
+def test_the_metric_batches_by_shape_and_keeps_each_matrix_its_value():
+    model = fresh_tiny("llama")
+    rows = weights.snr_metric(context(model)).extra["per_matrix"]
+    layers = discover_layers(model)
+    for row in rows:
+        param = dict(model.named_parameters())[row["param"]]
+        assert row["snr"] == pytest.approx(weights.spectrum_reference_snrs(param)[0], rel=1e-5)
+    assert [r["block"] for r in rows] == sorted(r["block"] for r in rows)
+    assert len(rows) == 7 * layers.num_blocks

@@ -24,7 +24,7 @@ from layerwise.diagnostics.registry import MetricResult, register_metric
 from layerwise.models.arch import LayerMap
 
 IQR_OF_STANDARD_NORMAL = 1.349
-SVD_BATCH = 16  # expert slices per batched SVD: bounds the float32 copy of a fused expert tensor
+SNR_BATCH_ENTRIES = 1 << 25  # matrix entries per batched eigensolve: 256 MiB of float64 copies
 DEPTH_DEGREE = 2
 DEPTH_RIDGE = 1e-3  # relative to the mean diagonal of X^T X, so it does not depend on L
 CHUNK_ENTRIES = 1 << 24  # L x chunk floats per stacked slice (64 MiB): memory stays flat
@@ -52,19 +52,51 @@ def spectrum_snr(singular_values: torch.Tensor, shape: tuple[int, int]) -> torch
     return ratio / s.amax(-1)
 
 
+def singular_values(batch: torch.Tensor) -> torch.Tensor:
+    """Singular values (b, k) of a stack of finite (b, m, n) matrices, k = min(m, n), ascending.
+
+    From the eigenvalues of the smaller Gram matrix, W W^T or W^T W, in float64: s = sqrt(eig).
+    Squaring the spectrum costs precision only where s_i / s_max nears sqrt(eps64) = 1.5e-8, far
+    below float32 weights' own resolution, so the values equal float32 `svdvals`' to ~1e-6 of
+    s_max; and a symmetric eigensolve of k x k is several times cheaper than an SVD of m x n
+    (bench/bench_snr.py).
+    """
+    w = batch.to(torch.float64)
+    m, n = w.shape[-2:]
+    gram = w @ w.transpose(-1, -2) if m <= n else w.transpose(-1, -2) @ w
+    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+
+
 def matrix_snrs(weight: torch.Tensor) -> list[float]:
     """SNR of each matrix in `weight`: (m, n) -> 1 value; (E, m, n) fused experts -> E values."""
     m, n = weight.shape[-2:]
-    slices = weight.detach().reshape(-1, m, n)  # (E, m, n), E = 1 for a plain matrix
+    return stacked_snrs(weight.detach().reshape(-1, m, n))
+
+
+def stacked_snrs(slices: torch.Tensor) -> list[float]:
+    """SNR of each matrix of a (b, m, n) stack, in chunks of at most SNR_BATCH_ENTRIES entries."""
+    m, n = slices.shape[-2:]
     values: list[float] = []
-    for batch in slices.split(SVD_BATCH):
-        batch = batch.float()
+    for batch in slices.split(snr_batch(m, n)):
         finite = torch.isfinite(batch).all(dim=(-2, -1))  # (b,)
-        if not finite.all():  # an SVD of NaN/inf fails: report NaN for those slices instead
-            batch = torch.where(finite[:, None, None], batch, torch.zeros((), device=batch.device))
-        snr = spectrum_snr(torch.linalg.svdvals(batch), (m, n))
+        if not finite.all():  # an eigensolve of NaN/inf fails: report NaN for those slices
+            batch = torch.where(finite[:, None, None], batch, torch.zeros((), dtype=batch.dtype,
+                                                                           device=batch.device))
+        snr = spectrum_snr(singular_values(batch), (m, n))
         values += torch.where(finite, snr, torch.full_like(snr, math.nan)).tolist()
     return values
+
+
+def snr_batch(m: int, n: int) -> int:
+    return max(1, SNR_BATCH_ENTRIES // (m * n))
+
+
+def spectrum_reference_snrs(weight: torch.Tensor) -> list[float]:
+    """The same SNRs the way Spectrum computes them: one float32 `svdvals` per matrix (for the
+    bench and the tests that hold the fast path to it)."""
+    m, n = weight.shape[-2:]
+    return [float(spectrum_snr(torch.linalg.svdvals(w.float()), (m, n)))
+            for w in weight.detach().reshape(-1, m, n)]
 
 
 def has_spectrum(param: torch.Tensor) -> bool:
@@ -92,23 +124,41 @@ def snr_metric(ctx: DiagnosticContext) -> MetricResult:
     per_matrix: list[dict] = []
     by_type: dict[str, list[float]] = {}
     skipped: set[str] = set()
-    block_snr: list[float | None] = []
+    # Every matrix of every block, grouped by shape: one batched eigensolve per shape and chunk.
+    slices: list[torch.Tensor] = []  # one (m, n) view per matrix (an expert stack gives several)
+    owners: list[tuple[int, str, str, int, bool]] = []  # (block, local, name, slices, plain 2-D)
     for i, block in enumerate(layers.blocks):
-        values: list[float] = []
         for local, param in block.named_parameters():
             if param.dim() < 2:
                 continue
             if not has_spectrum(param):
                 skipped.add(local)
                 continue
-            snrs = matrix_snrs(param)
-            names = [local] if param.dim() == 2 else [f"{local}[{e}]" for e in range(len(snrs))]
-            for name, value in zip(names, snrs):
-                per_matrix.append({"block": i, "name": name, "param": layers.param_names[id(param)],
-                                   "snr": value})
-            by_type.setdefault(local, []).extend(snrs)
-            values += snrs
-        block_snr.append(mean(values))
+            m, n = param.shape[-2:]
+            views = param.detach().reshape(-1, m, n)
+            slices += list(views)
+            owners.append((i, local, layers.param_names[id(param)], len(views), param.dim() == 2))
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, w in enumerate(slices):
+        by_shape.setdefault(tuple(w.shape), []).append(index)
+    snr_of: list[float] = [math.nan] * len(slices)
+    for (m, n), indices in by_shape.items():
+        step = snr_batch(m, n)
+        for start in range(0, len(indices), step):
+            chunk = indices[start:start + step]
+            for j, value in zip(chunk, stacked_snrs(torch.stack([slices[j] for j in chunk]))):
+                snr_of[j] = value
+    cursor = 0
+    per_block_values: list[list[float]] = [[] for _ in layers.blocks]
+    for i, local, name, count, plain in owners:
+        snrs = snr_of[cursor:cursor + count]
+        cursor += count
+        names = [local] if plain else [f"{local}[{e}]" for e in range(count)]
+        for row_name, value in zip(names, snrs):
+            per_matrix.append({"block": i, "name": row_name, "param": name, "snr": value})
+        by_type.setdefault(local, []).extend(snrs)
+        per_block_values[i] += snrs
+    block_snr = [mean(v) for v in per_block_values]
     return MetricResult(
         per_block={"snr": block_snr},
         extra={
