@@ -217,6 +217,31 @@ CASES = [
          r"sweep4 holds runs of tiny:llama \(llama, 4 blocks\) .*cannot be mixed with these"),
     Case("report", "a sweep to a file --out", ("report", "{F}/sweep4", "--out", "{F}/afile.txt"),
          r"--out .*afile\.txt is a file; expected a directory"),
+    # --- tune
+    Case("tune", "no budget", ("tune", *T, "--out", "{F}/t1"), r"--budget K\|P% is required"),
+    Case("tune", "a budget of 0 blocks", ("tune", *T, "--budget", "0", "--out", "{F}/t2"),
+         r"--budget 0: train at least one block"),
+    Case("tune", "a budget above the model's block count",
+         ("tune", *T, "--budget", "9", "--out", "{F}/t3"), r"--budget 9: the model has 4 blocks"),
+    Case("tune", "a percentage over 100", ("tune", *T, "--budget", "150%", "--out", "{F}/t4"),
+         r"--budget 150%: a percentage must be in \(0, 100\]"),
+    Case("tune", "a budget that is not a number", ("tune", *T, "--budget", "two", "--out",
+                                                   "{F}/t5"),
+         r"--budget 'two': expected a block count K or a percentage P%"),
+    Case("tune", "an unknown baseline", ("tune", *T, "--budget", "1", "--baseline", "dense",
+                                         "--out", "{F}/t6"),
+         r"--baseline 'dense'; valid: mid, full, lora"),
+    Case("tune", "estimates from another model's diagnostics",
+         ("tune", *T, "--budget", "1", "--estimates", "{F}/diag6/diagnostics.json", "--out",
+          "{F}/t7"), r"was made for a model with 6 blocks; this model has 4"),
+    Case("tune", "estimates from a sweep of another task",
+         ("tune", *T, "--task", "decision", "--budget", "1", "--estimates",
+          "{F}/sweep4/contribution.json", "--out", "{F}/t8"),
+         r"is a sweep of task 'arithmetic'; this tune is of 'decision': an estimate from "
+         r"another task"),
+    Case("tune", "--out naming an existing file", ("tune", *T, "--budget", "1", "--out",
+                                                   "{F}/afile.txt"),
+         r"--out .*afile\.txt is a file; expected a directory"),
     # --- compare
     Case("compare", "a checkpoint directory that does not exist",
          ("compare", "{F}/ck_llama", "{F}/nowhere"),
@@ -312,7 +337,7 @@ def fixtures(tmp_path_factory):
 def test_the_catalogue_has_at_least_fifty_cases_across_all_commands():
     assert len(CASES) >= 50
     assert {c.command for c in CASES} >= {"layers", "data", "diagnose", "train", "eval", "sweep",
-                                          "estimate", "compare", "report"}
+                                          "estimate", "tune", "compare", "report"}
     assert len({(c.command, c.what) for c in CASES}) == len(CASES)
 
 

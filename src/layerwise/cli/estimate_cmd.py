@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.models.loading import load_model
     from layerwise.sweeps.compare import load_sweep
     from layerwise.sweeps.estimators import (
-        Timer, agreement, delta_estimates, gradient_estimates, metric_estimates)
+        Timer, agreement, delta_estimates, gradient_norms, metric_estimates)
     from layerwise.sweeps.store import open_store
     from layerwise.tasks.registry import get_task
     from layerwise.training.result import read_run
@@ -101,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
         seconds["delta"] = t.seconds + float(full_run.wall_seconds or 0.0)
     if not args.no_gradient:
         with Timer() as t:
-            estimates["gradient"] = gradient_estimates(
+            estimates.update(gradient_norms(  # gradient and adam-gain: one backward pass
                 base.model, base.tokenizer, task, spec.get("method", "sft"),
                 n_prompts=args.gradient_prompts,
                 num_generations=int(train.get("num_generations") or 8),
-                max_new_tokens=train.get("max_completion_length"))
-        seconds["gradient"] = t.seconds
+                max_new_tokens=train.get("max_completion_length")))
+        seconds["gradient"] = seconds["adam-gain"] = t.seconds
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
 

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         report_cmd,
         sweep_cmd,
         train_cmd,
+        tune_cmd,
     )
 
     parser = OneLineParser(
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=OneLineParser)
     for module in (layers_cmd, diagnose_cmd, train_cmd, eval_cmd, sweep_cmd, report_cmd,
-                   estimate_cmd, compare_cmd, data_cmd):
+                   estimate_cmd, tune_cmd, compare_cmd, data_cmd):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
         module.add_arguments(p)

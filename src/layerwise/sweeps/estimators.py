@@ -85,6 +85,19 @@ def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int
                        num_generations: int = 8, max_new_tokens: int | None = None,
                        temperature: float = 1.0, seed: int = 0) -> list[float]:
     """||g_k||^2 per block of the method's objective at the start of training."""
+    return gradient_norms(model, tokenizer, task, method, n_prompts, num_generations,
+                          max_new_tokens, temperature, seed)["gradient"]
+
+
+def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8,
+                   num_generations: int = 8, max_new_tokens: int | None = None,
+                   temperature: float = 1.0, seed: int = 0) -> dict[str, list[float]]:
+    """Two estimators from one backward pass of the method's objective at the start of training:
+
+    - `gradient`: ||g_k||_2^2, the loss drop one SGD step on block k alone buys (lr ||g_k||^2);
+    - `adam-gain`: ||g_k||_1, the same for Adam, whose first update is lr * sign(g) (the moments
+      are g and g^2 after one step, bias-corrected), so the predicted drop is lr * sum |g|.
+    """
     ensure_pad_token(tokenizer)
     layers = discover_layers(model)
     torch.manual_seed(seed)
@@ -110,16 +123,16 @@ def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int
         loss = _completion_logprob_loss(model, tokenizer, prompts, completions, weights)
         if loss.requires_grad:
             loss.backward()
-        scores = []
+        squares, absolutes = [], []
         for k in range(layers.num_blocks):
-            sq = sum(float(p.grad.float().pow(2).sum()) for _, p in layers.blocks[k].named_parameters()
-                     if p.grad is not None)
-            scores.append(sq)
+            grads = [p.grad.float() for p in layers.blocks[k].parameters() if p.grad is not None]
+            squares.append(sum(float(g.pow(2).sum()) for g in grads))
+            absolutes.append(sum(float(g.abs().sum()) for g in grads))
     finally:
         model.zero_grad(set_to_none=True)
         for p, f in zip(params, flags):
             p.requires_grad_(f)
-    return scores
+    return {"gradient": squares, "adam-gain": absolutes}
 
 
 def agreement(estimates: dict[str, list[float | None]], measured: dict[int, float],

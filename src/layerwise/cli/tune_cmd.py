@@ -1,0 +1,80 @@
+"""`layerwise tune`: estimate, choose K blocks, train them, verify; one report, resumable.
+
+The training flags are `layerwise train`'s (the same declarations as `sweep`), minus what tune
+decides itself: what trains and where each run goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from layerwise.cli.args import add_config_arguments, cli_fields, config_values
+from layerwise.cli.main import add_model_args
+from layerwise.errors import LayerwiseError
+from layerwise.training.config import TrainConfig
+
+NAME = "tune"
+HELP = "pick K blocks from cheap estimates, train them, verify (and compare with baselines)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", required=False, default=None, metavar="K|P%",
+                   help="blocks to train: a count or a percentage of the model's blocks (required)")
+    p.add_argument("--baseline", default="", metavar="LIST",
+                   help="comma-separated: mid, full, lora: the same steps spent on each, side by "
+                        "side (default: none)")
+    p.add_argument("--estimates", default=None, metavar="FILE[:FIELD]",
+                   help="rank blocks by a diagnostics.json or contribution.json of this model and "
+                        "task instead of the start-of-training gradients (default: gradients)")
+    p.add_argument("--estimate-prompts", type=int, default=8,
+                   help="prompts for the gradient estimate (default: %(default)s)")
+    p.add_argument("--full-lr", type=float, default=None,
+                   help="learning rate of the full baseline (default: --lr)")
+    add_model_args(p)
+    add_config_arguments(p, (TrainConfig,), sweep=True, skip=("schedule", "park"))
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="tune.json, report.html, run/ and baseline-*/ (required; resumes)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerwise.sweeps.spec import train_options
+    from layerwise.tasks.registry import absolute_paths
+    from layerwise.tuning import TuneConfig, run_tune
+
+    if not args.out:
+        raise LayerwiseError("--out DIR is required (tune resumes from it)")
+    if not args.budget:
+        raise LayerwiseError("--budget K|P% is required: how many blocks to train (e.g. 2 or 10%)")
+    if args.estimate_prompts < 1:
+        raise LayerwiseError(f"--estimate-prompts {args.estimate_prompts}: must be >= 1")
+    shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
+    values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
+    task, task_options = absolute_paths(values["task"], values["task_options"])
+    train = {k: v for k, v in train_options(values).items()
+             if k not in ("task", "task_options", "method", "schedule", "park")}
+    cfg = TuneConfig(model=args.model, task=task, method=values["method"], budget=args.budget,
+                     out=args.out, task_options=task_options,
+                     baselines=tuple(b.strip() for b in args.baseline.split(",") if b.strip()),
+                     estimates=args.estimates, estimate_prompts=args.estimate_prompts,
+                     seed=args.seed, train=train, full_lr=args.full_lr)
+    say = (lambda _: None) if args.quiet else (lambda m: print(f"layerwise: {m}", file=sys.stderr))
+    result = run_tune(cfg, say)
+    lines = [f"choice        {result.choice.policy}: blocks "
+             f"{', '.join(map(str, result.choice.blocks))} of {result.num_blocks} "
+             f"({result.choice.reason})"]
+    for r in [result.run, *result.baselines.values()]:
+        if r is None:
+            continue
+        gain = "—" if r.gain is None else f"{r.gain:+.3f}"
+        forgetting = "—" if r.forgetting is None else f"{100 * r.forgetting:+.1f}%"
+        lines.append(f"{r.label:<13} score {r.score_before} -> {r.score_after} (gain {gain}); "
+                     f"general perplexity {forgetting}; {r.trainable_params:,} trainable; "
+                     f"{r.status}")
+    v = result.verification
+    lines.append("verified      " + (
+        f"nothing outside blocks {v['selection']} changed" if v.get("ok") else
+        v.get("why") or f"{v.get('changed_outside'):,} entries changed OUTSIDE the choice"))
+    lines.append(f"report        {result.out}/report.html")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0 if result.status == "completed" and v.get("ok") else 1

@@ -1,0 +1,107 @@
+"""Which K blocks to train, from per-block estimates: top-K, the best contiguous window, or mid-K.
+
+The policy, and why:
+- **mid-K** when the estimates carry no ranking to trust: a flat or non-finite estimate, or two
+  estimators that disagree (Spearman below `AGREE`). The middle of depth is the published default
+  (SFT works best on the middle 20-80%; one middle block matched full RL), so it is the safe pick.
+- **window** when a contiguous window keeps at least `WINDOW_SHARE` of the top-K's estimated gain:
+  a backward pass stops at the lowest trained block, so contiguous blocks high in the stack cost
+  less compute and activation memory than the same number scattered down to block 0.
+- **top-K** otherwise: the K blocks the estimate ranks first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from layerwise.diagnostics.agreement import spearman
+from layerwise.errors import LayerwiseError
+
+AGREE = 0.5  # Spearman between the two estimators below which their ranking is not trusted
+WINDOW_SHARE = 0.9  # a window this close to the top-K's estimated gain is preferred
+
+
+def parse_budget(text: str, num_blocks: int) -> int:
+    """`--budget K` (blocks) or `P%` (of the model's blocks, rounded, at least 1) -> K."""
+    raw = str(text).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)%", raw)
+    if match:
+        share = float(match.group(1))
+        if not 0 < share <= 100:
+            raise LayerwiseError(f"--budget {raw}: a percentage must be in (0, 100]")
+        return max(1, round(num_blocks * share / 100))
+    if not raw.isdigit():
+        raise LayerwiseError(f"--budget {raw!r}: expected a block count K or a percentage P% "
+                             "(e.g. 2 or 10%)")
+    k = int(raw)
+    if k < 1:
+        raise LayerwiseError(f"--budget {k}: train at least one block")
+    if k > num_blocks:
+        raise LayerwiseError(f"--budget {k}: the model has {num_blocks} blocks")
+    return k
+
+
+@dataclass
+class Choice:
+    """The blocks to train, the policy that picked them and why, and the alternatives weighed."""
+
+    policy: str  # "top-K" | "window" | "mid-K"
+    blocks: list[int]
+    reason: str
+    primary: str  # the estimator the ranking comes from
+    agreement: float | None = None  # Spearman between the two estimators, when there are two
+    candidates: dict[str, dict] = field(default_factory=dict)  # policy -> blocks and share
+
+
+def mid_window(num_blocks: int, k: int) -> list[int]:
+    start = (num_blocks - k) // 2
+    return list(range(start, start + k))
+
+
+def best_window(scores: list[float], k: int) -> list[int]:
+    """The contiguous window of k blocks with the largest total score (the higher one on ties)."""
+    best, best_start = -math.inf, 0
+    for start in range(len(scores) - k + 1):
+        total = sum(scores[start:start + k])
+        if total >= best:
+            best, best_start = total, start
+    return list(range(best_start, best_start + k))
+
+
+def choose(estimates: dict[str, list[float]], k: int, primary: str) -> Choice:
+    """Pick k blocks from `estimates` (estimator -> per-block score, higher = more important)."""
+    scores = estimates[primary]
+    n = len(scores)
+    mid = mid_window(n, k)
+    finite = [s for s in scores if s is not None and math.isfinite(s)]
+    if len(finite) < n or not finite or max(finite) - min(finite) <= 1e-12 * max(1.0, abs(max(finite))):
+        return Choice("mid-K", mid, f"the {primary} estimate is flat or not finite: no ranking to "
+                      "follow, so the middle of depth", primary,
+                      candidates={"mid-K": {"blocks": mid}})
+    total = sum(max(s, 0.0) for s in scores) or 1.0
+    share = lambda blocks: sum(max(scores[b], 0.0) for b in blocks) / total  # noqa: E731
+    top = sorted(sorted(range(n), key=lambda b: -scores[b])[:k])
+    window = best_window(scores, k)
+    candidates = {"top-K": {"blocks": top, "share": share(top)},
+                  "window": {"blocks": window, "share": share(window)},
+                  "mid-K": {"blocks": mid, "share": share(mid)}}
+    others = [name for name in estimates if name != primary]
+    rho = None
+    if others:
+        rho, _ = spearman(scores, estimates[others[0]])
+        if not math.isfinite(rho) or rho < AGREE:
+            return Choice("mid-K", mid, f"{primary} and {others[0]} disagree on the ranking "
+                          f"(Spearman {rho:.2f} < {AGREE}): the middle of depth", primary, rho,
+                          candidates)
+    if top == window:
+        return Choice("top-K", top, f"the {k} blocks {primary} ranks first are contiguous "
+                      f"({100 * share(top):.0f}% of its total)", primary, rho, candidates)
+    if share(window) >= WINDOW_SHARE * share(top):
+        return Choice("window", window, f"the best contiguous window keeps "
+                      f"{100 * share(window):.0f}% of the estimated gain against top-K's "
+                      f"{100 * share(top):.0f}% and backpropagates only down to block {window[0]} "
+                      f"(top-K: block {top[0]})", primary, rho, candidates)
+    return Choice("top-K", top, f"top-K holds {100 * share(top):.0f}% of the estimated gain, the "
+                  f"best window only {100 * share(window):.0f}%", primary, rho, candidates)

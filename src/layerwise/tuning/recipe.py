@@ -1,0 +1,274 @@
+"""`layerwise tune`: estimate -> choose -> train -> verify, for one model, task, method and budget.
+
+One answer to "which K blocks should I train, and what do I give up against full training?"
+without a sweep of L+1 runs:
+1. **estimate** each block's value from one backward pass at the start of training (the
+   `gradient` and `adam-gain` estimators of sweeps/estimators.py), or read it from a diagnostics
+   or contribution file of the same model and task (`estimates=FILE[:FIELD]`);
+2. **choose** K blocks (tuning/choose.py: top-K, the best contiguous window, or mid-K when the
+   estimates cannot be trusted), saying which and why;
+3. **train** them (`layerwise train --layers ...`, OUT/run);
+4. **verify**: held-out score before and after, `compare` of the checkpoint against the base
+   (nothing outside the choice may change), forgetting on general text;
+5. optionally spend the same budget on **baselines** (mid-K, full, LoRA) side by side.
+Everything lands in OUT/tune.json and OUT/report.html. It resumes: the estimate and the choice
+are kept in tune.json, completed runs are not rerun and interrupted ones continue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from layerwise.errors import LayerwiseError
+from layerwise.fileio import atomic_write_text, check_output_dir, json_safe, read_json
+from layerwise.tuning.choose import Choice, choose, mid_window, parse_budget
+
+BASELINES = ("mid", "full", "lora")
+TUNE_FILE = "tune.json"
+SETTINGS = ("model", "task", "task_options", "method", "budget", "estimates", "seed", "train")
+
+
+@dataclass
+class TuneConfig:
+    model: str | None
+    task: str
+    method: str
+    budget: str
+    out: str
+    task_options: dict = field(default_factory=dict)
+    baselines: tuple[str, ...] = ()
+    estimates: str | None = None  # FILE[:FIELD]; None: the gradient estimators
+    estimate_prompts: int = 8
+    seed: int = 0
+    train: dict = field(default_factory=dict)  # TrainConfig options (steps, lr, batch_size, ...)
+    full_lr: float | None = None  # the full baseline's learning rate (default: train's)
+
+    def settings(self) -> dict:
+        return {k: getattr(self, k) for k in SETTINGS}
+
+
+@dataclass
+class RunSummary:
+    """One training run as tune reports it (from its metrics.json)."""
+
+    label: str
+    directory: str
+    status: str
+    trains: str
+    blocks: list[int]
+    trainable_params: int
+    score_before: float | None
+    score_after: float | None
+    gain: float | None
+    forgetting: float | None  # relative change of general-text perplexity
+    median_step_s: float | None
+    train_seconds: float | None
+    optimizer_state_mib: float
+    failure: str | None = None
+
+
+@dataclass
+class TuneResult:
+    out: str
+    settings: dict
+    num_blocks: int
+    k: int
+    estimator: str
+    estimates: dict[str, list[float | None]]
+    estimate_seconds: float | None
+    choice: Choice
+    run: RunSummary | None = None
+    verification: dict = field(default_factory=dict)
+    baselines: dict[str, RunSummary] = field(default_factory=dict)
+    status: str = "running"
+
+    def to_json(self) -> dict:
+        return json_safe(dataclasses.asdict(self))
+
+
+def _summary(label: str, run) -> RunSummary:
+    before, after = run.base.score, run.final.score
+    return RunSummary(label=label, directory=str(run.config.get("out") or ""), status=run.status,
+                      trains=run.trainable.description, blocks=list(run.trainable.blocks),
+                      trainable_params=run.trainable.params, score_before=before,
+                      score_after=after,
+                      gain=None if before is None or after is None else after - before,
+                      forgetting=run.forgetting.relative_change,
+                      median_step_s=run.step_seconds_median, train_seconds=run.train_seconds,
+                      optimizer_state_mib=run.optimizer_state_bytes / 2**20, failure=run.failure)
+
+
+def check(cfg: TuneConfig) -> tuple[int | None, Any]:
+    """Everything that can be refused before a model loads: the output, the baselines, the
+    budget against the model's block count (from a meta-device build), the estimate file."""
+    from layerwise.tasks.registry import get_task
+    from layerwise.training.precheck import meta_layers
+
+    check_output_dir(cfg.out)
+    unknown = [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise LayerwiseError(f"--baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
+    task = get_task(cfg.task, **cfg.task_options)
+    layers = meta_layers(cfg.model)
+    num_blocks = layers.num_blocks if layers is not None else None
+    if num_blocks is not None:
+        parse_budget(cfg.budget, num_blocks)
+        if cfg.estimates:
+            _read_estimates(cfg, num_blocks, layers)
+    _check_resume(cfg)
+    return num_blocks, task
+
+
+def _read_estimates(cfg: TuneConfig, num_blocks: int, layers) -> tuple[str, list[float | None]]:
+    """Per-block scores from FILE[:FIELD] of this model (and, for a sweep, this task/method)."""
+    from layerwise.models.identity import structure_fingerprint
+    from layerwise.selection.scores import read_block_scores
+
+    path, _, name = cfg.estimates.partition(":")
+    doc = read_json(path)
+    sweep = doc.get("sweep") if isinstance(doc, dict) else None
+    if isinstance(sweep, dict):
+        for key, ours in (("task", cfg.task), ("method", cfg.method)):
+            theirs = sweep.get(key)
+            if theirs is not None and ours is not None and Path(str(theirs)).name != Path(str(ours)).name:
+                raise LayerwiseError(f"--estimates {path} is a sweep of {key} {theirs!r}; this "
+                                     f"tune is of {ours!r}: an estimate from another {key}")
+    metric, scores = read_block_scores(path, name or None, num_blocks,
+                                       structure_fingerprint(layers))
+    return f"file:{metric}", [scores.get(b) for b in range(num_blocks)]
+
+
+def _check_resume(cfg: TuneConfig) -> dict | None:
+    path = Path(cfg.out) / TUNE_FILE
+    if not path.is_file():
+        return None
+    doc = read_json(path)
+    if json_safe(doc.get("settings")) != json_safe(cfg.settings()):
+        raise LayerwiseError(f"{cfg.out} holds a tune with other settings ({TUNE_FILE}); use "
+                             "another --out or the same settings to resume it")
+    return doc
+
+
+def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> TuneResult:
+    """The whole tune; resumes from OUT/tune.json and the runs already in OUT."""
+    from layerwise.models import discover_layers, load_model
+
+    _, task = check(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = _check_resume(cfg)
+    loaded = load_model(cfg.model, seed=cfg.seed)
+    layers = discover_layers(loaded.model)
+    k = parse_budget(cfg.budget, layers.num_blocks)
+    if previous is not None and previous.get("estimates"):
+        estimates, seconds = previous["estimates"], previous.get("estimate_seconds")
+        say(f"estimate: kept from {out / TUNE_FILE}")
+    else:
+        estimates, seconds = _estimate(cfg, task, loaded, layers)
+    primary = next(iter(estimates))
+    choice = choose(estimates, k, primary)
+    result = TuneResult(out=str(out), settings=cfg.settings(), num_blocks=layers.num_blocks, k=k,
+                        estimator=primary, estimates=estimates, estimate_seconds=seconds,
+                        choice=choice)
+    _save(result)
+    say(f"choice: {choice.policy} blocks {', '.join(map(str, choice.blocks))} ({choice.reason})")
+    base = _base_checkpoint(cfg, loaded, out)
+    del loaded
+    spec = ",".join(map(str, choice.blocks))
+    run = _train(cfg, out / "run", {"layers": spec}, say, "tuned")
+    result.run = _summary("tuned", run)
+    result.verification = _verify(base, out / "run", spec, run)
+    _save(result)
+    for name in cfg.baselines:
+        options = {"mid": {"layers": ",".join(map(str, mid_window(layers.num_blocks, k)))},
+                   "full": {"full": True, **({"lr": cfg.full_lr} if cfg.full_lr else {})},
+                   "lora": {"lora": True}}[name]
+        result.baselines[name] = _summary(name, _train(cfg, out / f"baseline-{name}", options,
+                                                       say, name))
+        _save(result)
+    result.status = "completed" if result.run.status == "completed" and all(
+        b.status == "completed" for b in result.baselines.values()) else "failed"
+    _save(result)
+    from layerwise.reporting.tune_report import write_tune_report
+
+    write_tune_report(result, out)
+    return result
+
+
+def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None]:
+    from layerwise.sweeps.estimators import gradient_norms
+
+    if cfg.estimates:
+        name, values = _read_estimates(cfg, layers.num_blocks, layers)
+        return {name: values}, None
+    train = cfg.train
+    start = time.perf_counter()
+    norms = gradient_norms(loaded.model, loaded.tokenizer, task, cfg.method,
+                           n_prompts=cfg.estimate_prompts,
+                           num_generations=int(train.get("num_generations") or 8),
+                           max_new_tokens=train.get("max_completion_length"), seed=cfg.seed)
+    # adam-gain first: AdamW is what trains, and its first step is lr * sign(g)
+    return {"adam-gain": norms["adam-gain"], "gradient": norms["gradient"]}, \
+        time.perf_counter() - start
+
+
+def _base_checkpoint(cfg: TuneConfig, loaded, out: Path) -> Path:
+    """A safetensors checkpoint of the base to compare against (the model's own files where it
+    has them; a random-init tiny model is written once to OUT/base-model)."""
+    from layerwise.analysis.checkpoints import resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(cfg.model or "embedded")
+        if path.is_dir() and any(path.glob("*.safetensors")):
+            return path
+    except LayerwiseError:
+        pass
+    path = out / "base-model"
+    if not any(path.glob("*.safetensors")):
+        loaded.model.save_pretrained(path)
+    return path
+
+
+def _train(cfg: TuneConfig, run_dir: Path, what: dict, say, label: str):
+    from layerwise import api
+    from layerwise.training.result import read_run
+
+    if (run_dir / "metrics.json").is_file():
+        done = read_run(run_dir)
+        if done.status == "completed":
+            say(f"{label}: completed earlier in {run_dir}")
+            return done
+        if done.checkpoint:
+            say(f"{label}: resuming {run_dir}")
+            return api.resume(run_dir, progress=False)
+    say(f"{label}: training {', '.join(f'{k}={v}' for k, v in what.items())}")
+    options = {**cfg.train, **what, "task": cfg.task, "task_options": cfg.task_options,
+               "method": cfg.method, "seed": cfg.seed, "out": str(run_dir), "overwrite": True,
+               "progress": False}
+    return api.train(cfg.model, **options)
+
+
+def _verify(base: Path, run_dir: Path, spec: str, run) -> dict:
+    """What changed outside the chosen blocks (must be nothing), and the run's own scores."""
+    from layerwise import api
+
+    if run.status != "completed":
+        return {"ok": False, "why": f"the run did not complete ({run.failure or run.status})"}
+    compared = api.compare(base, run_dir, expect_layers=spec, ranks=False)
+    check = compared.document["runs"][0].get("selection_check") or {}
+    return {"ok": bool(check.get("ok")), "selection": spec,
+            "changed_inside": check.get("changed_inside"),
+            "changed_outside": check.get("changed_outside"),
+            "tensors_outside": check.get("tensors_outside", []),
+            "sparsity": compared.sparsity(compared.labels[0]),
+            "base_checkpoint": str(base)}
+
+
+def _save(result: TuneResult) -> None:
+    import json
+
+    atomic_write_text(Path(result.out) / TUNE_FILE, json.dumps(result.to_json(), indent=2) + "\n")

@@ -1,0 +1,109 @@
+"""`layerwise tune` on tiny models: the choice policy, the budget, and the whole path end to end
+(real estimates, real training, a real compare), for SFT and GRPO, resumed without retraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layerwise.errors import LayerwiseError
+from layerwise.tuning import choose, parse_budget
+from tests.cli.test_cli import run
+
+
+@pytest.mark.parametrize("text, k", [("1", 1), ("4", 4), ("50%", 2), ("10%", 1), ("100%", 4)])
+def test_budget_in_blocks_or_percent(text, k):
+    assert parse_budget(text, 4) == k
+
+
+@pytest.mark.parametrize("text, message", [("0", "at least one"), ("5", "has 4 blocks"),
+                                           ("0%", r"\(0, 100\]"), ("101%", r"\(0, 100\]"),
+                                           ("-1", "expected a block count"), ("x", "expected")])
+def test_bad_budgets(text, message):
+    with pytest.raises(LayerwiseError, match=message):
+        parse_budget(text, 4)
+
+
+def test_flat_estimates_fall_back_to_the_middle():
+    choice = choose({"adam-gain": [1.0] * 8}, 2, "adam-gain")
+    assert choice.policy == "mid-K" and choice.blocks == [3, 4] and "flat" in choice.reason
+
+
+def test_disagreeing_estimators_fall_back_to_the_middle():
+    choice = choose({"a": [1, 2, 3, 4, 5, 6], "b": [6, 5, 4, 3, 2, 1]}, 2, "a")
+    assert choice.policy == "mid-K" and choice.blocks == [2, 3]
+    assert choice.agreement == pytest.approx(-1.0) and "disagree" in choice.reason
+
+
+def test_contiguous_top_k_is_top_k():
+    choice = choose({"a": [0, 1, 9, 8, 1, 0], "b": [0, 1, 8, 9, 1, 0]}, 2, "a")
+    assert choice.policy == "top-K" and choice.blocks == [2, 3] and "contiguous" in choice.reason
+
+
+def test_a_window_nearly_as_good_as_top_k_wins():
+    # top-2 = blocks 0 and 4 (10 + 10); the window 3-4 keeps 9.5 + 10 = 19.5 of 20 (97.5%)
+    scores = [10, 0.1, 0.1, 9.5, 10, 0.1]
+    choice = choose({"a": scores, "b": scores}, 2, "a")
+    assert choice.policy == "window" and choice.blocks == [3, 4]
+    assert "down to block 3" in choice.reason
+
+
+def test_scattered_importance_is_top_k():
+    scores = [10, 0.1, 0.1, 0.1, 10, 0.1]
+    choice = choose({"a": scores, "b": scores}, 2, "a")
+    assert choice.policy == "top-K" and choice.blocks == [0, 4]
+    assert choice.candidates["window"]["share"] < 0.9 * choice.candidates["top-K"]["share"]
+
+
+def test_tune_sft_end_to_end_and_resumed_without_retraining(capsys, tmp_path):
+    out = tmp_path / "tune"
+    argv = ("tune", "--model", "tiny:llama", "--task", "arithmetic", "--method", "sft",
+            "--budget", "50%", "--steps", "3", "--n-train", "8", "--eval-n", "4",
+            "--batch-size", "4", "--baseline", "mid", "--out", str(out), "-q")
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0, err
+    doc = json.loads((out / "tune.json").read_text())
+    assert doc["status"] == "completed" and doc["k"] == 2 and doc["num_blocks"] == 4
+    assert set(doc["estimates"]) == {"adam-gain", "gradient"}
+    assert all(v > 0 for v in doc["estimates"]["gradient"])  # a real backward pass
+    blocks = doc["choice"]["blocks"]
+    assert len(blocks) == 2 and doc["choice"]["policy"] in ("top-K", "window", "mid-K")
+    assert doc["run"]["blocks"] == blocks and doc["run"]["status"] == "completed"
+    verified = doc["verification"]
+    assert verified["ok"] and verified["changed_outside"] == 0 and verified["changed_inside"] > 0
+    assert doc["baselines"]["mid"]["blocks"] == [1, 2]
+    assert "Chosen:" in (out / "report.html").read_text() and (out / "estimates.png").is_file()
+    assert f"verified      nothing outside blocks {','.join(map(str, blocks))} changed" in stdout
+    stamp = (out / "run" / "metrics.json").stat().st_mtime_ns
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    assert (out / "run" / "metrics.json").stat().st_mtime_ns == stamp  # not trained again
+
+
+def test_tune_grpo_end_to_end(capsys, tmp_path, toy_task):
+    out = tmp_path / "tune"
+    code, _, err = run(capsys, "tune", "--model", "tiny:llama", "--task", toy_task, "--method",
+                       "grpo", "--budget", "1", "--steps", "2", "--batch-size", "4",
+                       "--num-generations", "2", "--n-train", "8", "--eval-n", "4",
+                       "--estimate-prompts", "2", "--out", str(out), "-q")
+    doc = json.loads((out / "tune.json").read_text())
+    assert doc["run"]["status"] == "completed", err
+    assert len(doc["choice"]["blocks"]) == 1 and doc["verification"]["changed_outside"] == 0
+    assert code == (0 if doc["verification"]["ok"] else 1)
+
+
+def test_an_estimate_file_ranks_the_blocks(capsys, tmp_path):
+    scores = {"layers": [{"index": i, "score": s} for i, s in enumerate([0.1, 0.2, 5.0, 0.3])],
+              "num_blocks": 4}
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps(scores))
+    out = tmp_path / "tune"
+    code, _, err = run(capsys, "tune", "--model", "tiny:llama", "--task", "arithmetic",
+                       "--budget", "1", "--steps", "1", "--n-train", "4", "--eval-n", "2",
+                       "--batch-size", "4", "--estimates", f"{path}:score", "--out", str(out),
+                       "-q")
+    assert code == 0, err
+    doc = json.loads((out / "tune.json").read_text())
+    assert doc["estimator"] == "file:score" and doc["choice"]["blocks"] == [2]
+    assert doc["estimate_seconds"] is None
