@@ -67,9 +67,16 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
-    assert names == {"delta", "gradient"}
+    assert names == {"delta", "gradient", "adam-gain"}
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
     assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
+    assert doc["single_block_run_seconds"] > 0 and all(r["cost_in_runs"] > 0 for r in doc["rows"])
+    measured = {int(k): v for k, v in doc["measured"].items()}
+    for r in doc["rows"]:  # top-1 regret: the best block's C minus that of the one ranked first
+        ranked = doc["estimates"][r["estimator"]]
+        first = max(range(4), key=lambda b: ranked[b])
+        assert r["top1_regret"] == pytest.approx(max(measured.values()) - measured[first])
+        assert r["top1_regret"] >= 0
     # diagnostics of another model are refused before anything is computed
     from tests.cli.test_cli import _one_line_error
 

@@ -82,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
         raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with"
                              + (f" ({why})" if why else ""))
     with open_store(sweep_dir) as store:
-        sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in store.runs())
+        runs = store.runs()
+    sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in runs)
+    single = [(r["metrics"] or {}).get("wall_seconds") for r in runs
+              if len(r["spec"].get("blocks") or []) == 1 and r["spec"].get("kind") != "full"
+              and (r["metrics"] or {}).get("wall_seconds")]
+    run_seconds = sum(single) / len(single) if single else None  # one single-block run
     estimates: dict[str, list] = {}
     seconds: dict[str, float] = {}
     if diag is not None:
@@ -107,15 +112,19 @@ def run(args: argparse.Namespace) -> int:
                 num_generations=int(train.get("num_generations") or 8),
                 max_new_tokens=train.get("max_completion_length")))
         seconds["gradient"] = seconds["adam-gain"] = t.seconds
-    rows = agreement(estimates, column.per_block, seconds, sweep_seconds)
+    rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
 
     atomic_write_text(out, json.dumps(json_safe({
-        "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds, "rows": rows,
+        "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
+        "single_block_run_seconds": run_seconds, "rows": rows,
         "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")
-    lines = [f"{'estimator':<40} {'spearman':>9} {'blocks':>6} {'cost vs sweep':>14}"]
+    lines = [f"{'estimator':<40} {'spearman':>9} {'top-1 regret':>12} {'blocks':>6} "
+             f"{'cost vs sweep':>14} {'cost in runs':>12}"]
     for r in sorted(rows, key=lambda r: -(r["spearman"] if math.isfinite(r["spearman"]) else -9)):
         cost = "-" if r["cost_vs_sweep"] is None else f"{r['cost_vs_sweep']:.3f}"
-        lines.append(f"{r['estimator']:<40} {r['spearman']:>9.3f} {r['blocks']:>6} {cost:>14}")
+        runs_cost = "-" if r["cost_in_runs"] is None else f"{r['cost_in_runs']:.2f}"
+        lines.append(f"{r['estimator']:<40} {r['spearman']:>9.3f} {r['top1_regret']:>12.3f} "
+                     f"{r['blocks']:>6} {cost:>14} {runs_cost:>12}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

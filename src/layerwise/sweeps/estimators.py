@@ -136,16 +136,24 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
 
 
 def agreement(estimates: dict[str, list[float | None]], measured: dict[int, float],
-              seconds: dict[str, float], sweep_seconds: float) -> list[dict]:
-    """Spearman of each estimator with the measured C(k), and its cost relative to the sweep."""
+              seconds: dict[str, float], sweep_seconds: float,
+              run_seconds: float | None = None) -> list[dict]:
+    """Per estimator: Spearman with the measured C(k); top-1 regret, the measured C of the best
+    block minus that of the block the estimator ranks first (0: it found the best block); and its
+    cost against the sweep's and, with `run_seconds` (a single-block run's mean), in runs."""
     blocks = sorted(measured)
+    best = max(measured[b] for b in blocks) if blocks else math.nan
     rows = []
     for name, values in estimates.items():
         est = [values[b] if b < len(values) else None for b in blocks]
         rho, n = spearman(est, [measured[b] for b in blocks])
+        ranked = [(v, b) for v, b in zip(est, blocks) if v is not None and math.isfinite(v)]
+        regret = best - measured[max(ranked)[1]] if ranked else math.nan
         cost = seconds.get(name.split(":")[0])
-        rows.append({"estimator": name, "spearman": rho, "blocks": n, "seconds": cost,
-                     "cost_vs_sweep": (cost / sweep_seconds) if cost is not None and sweep_seconds else None})
+        rows.append({"estimator": name, "spearman": rho, "blocks": n, "top1_regret": regret,
+                     "seconds": cost,
+                     "cost_vs_sweep": (cost / sweep_seconds) if cost is not None and sweep_seconds else None,
+                     "cost_in_runs": (cost / run_seconds) if cost is not None and run_seconds else None})
     return rows
 
 
