@@ -123,7 +123,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     assert done.status == "completed"
     with pytest.raises(LayerwiseError, match="already completed; nothing to resume"):
         resume(str(tmp_path / "done"))
-    with pytest.raises(LayerwiseError, match="no config.yaml there"):
+    with pytest.raises(LayerwiseError, match="does not exist \\(give the --out of the run to resume\\)"):
         resume(str(tmp_path / "nowhere"))
     cut = train(TrainConfig(out=str(tmp_path / "cut"), **SFT), "tiny:llama",
                 extra_callbacks=[SignalAt(1)])
