@@ -72,21 +72,13 @@ def read_text_file(path: str | Path, kind: str) -> str:
 
 
 def read_json(path: str | Path):
-    """A JSON file's content; a malformed file is a one-line LayerwiseError naming it."""
+    """A JSON file's content; a missing, binary or malformed file is a one-line LayerwiseError."""
     path = Path(path)
+    text = read_text_file(path, "JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise LayerwiseError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
-    except UnicodeDecodeError:
-        raise LayerwiseError(f"{path} is not a text (JSON) file: it holds bytes that are not "
-                             "UTF-8") from None
-    except IsADirectoryError:
-        raise LayerwiseError(f"{path} is a directory; expected a JSON file") from None
-    except FileNotFoundError:
-        raise LayerwiseError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise LayerwiseError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _probe_write(directory: Path, flag: str, target: Path) -> None:

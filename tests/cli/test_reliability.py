@@ -200,7 +200,7 @@ CASES = [
          r"emptydir holds no contribution\.json \(run `layerwise sweep"),
     Case("estimate", "diagnostics that are a binary file",
          ("estimate", "{F}/sweep4", "--diagnostics", "{F}/binary.bin"),
-         r"binary\.bin is not a text \(JSON\) file"),
+         r"JSON file .*binary\.bin is not UTF-8 text \(a binary file\?\)"),
     Case("estimate", "diagnostics of a 6-block model against a 4-block sweep",
          ("estimate", "{F}/sweep4", "--diagnostics", "{F}/diag6/diagnostics.json"),
          r"(6 blocks|another model|different model)"),
