@@ -9,8 +9,6 @@ refusal is tested instead: the `code` task will not run model output without the
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ import pytest
 from layerwise.errors import LayerwiseError
 from layerwise.tasks import sandbox
 from layerwise.tasks.sandbox import jail_status, run_untrusted
+from tests.tasks.test_sandbox import try_to_connect
 
 JAILED = jail_status().startswith("bubblewrap jail")
 needs_jail = pytest.mark.skipif(not JAILED, reason=f"no jail here ({jail_status()})")
@@ -125,18 +124,7 @@ def test_the_parents_environment_is_out_of_reach(monkeypatch):
 
 @needs_jail
 def test_no_socket_reaches_the_host():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        server.settimeout(0.5)
-        port = server.getsockname()[1]
-        code = ("import socket\ntry:\n"
-                f"    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                "    print('CONNECTED')\nexcept OSError as e:\n    print(type(e).__name__)\n")
-        result = hostile(code)
-        with pytest.raises(socket.timeout):
-            server.accept()
-    assert result.stdout.strip().endswith("Error"), result.stdout
+    assert try_to_connect(hostile).endswith("Error")
 
 
 @needs_jail

@@ -155,10 +155,9 @@ def test_replacing_builtins_does_not_switch_the_guard_off(tmp_path):
     assert not result.ok and not target.exists()
 
 
-@pytest.mark.parametrize("audit_hooks", [True, False])
-def test_no_connection_leaves_the_sandbox(audit_hooks, layers):
-    if not audit_hooks and "net-namespace" not in layers:
-        pytest.skip("no network namespace on this machine: only the hooks stop sockets")
+def try_to_connect(run) -> str:
+    """`run(code)` a program that connects to a server listening here on 127.0.0.1; assert the
+    server never sees a connection, and return what the program printed."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -168,10 +167,17 @@ def test_no_connection_leaves_the_sandbox(audit_hooks, layers):
                 f"    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
                 "    print('CONNECTED')\n"
                 "except OSError as error:\n    print(type(error).__name__)\n")
-        result = run_untrusted(code, audit_hooks=audit_hooks)
+        result = run(code)
         with pytest.raises(socket.timeout):
             server.accept()
-    refusal = result.stdout.strip()
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("audit_hooks", [True, False])
+def test_no_connection_leaves_the_sandbox(audit_hooks, layers):
+    if not audit_hooks and "net-namespace" not in layers:
+        pytest.skip("no network namespace on this machine: only the hooks stop sockets")
+    refusal = try_to_connect(lambda code: run_untrusted(code, audit_hooks=audit_hooks))
     assert refusal == "PermissionError" if audit_hooks else refusal.endswith("Error"), refusal
 
 
