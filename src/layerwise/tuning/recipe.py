@@ -102,9 +102,10 @@ def _summary(label: str, run) -> RunSummary:
                       optimizer_state_mib=run.optimizer_state_bytes / 2**20, failure=run.failure)
 
 
-def check(cfg: TuneConfig) -> tuple[int | None, Any]:
+def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
     """Everything that can be refused before a model loads: the output, the baselines, the
-    budget against the model's block count (from a meta-device build), the estimate file."""
+    budget against the model's block count (from a meta-device build), the estimate file, an
+    earlier tune of other settings in OUT. Returns the task and the earlier tune.json, if any."""
     from layerwise.tasks.registry import get_task
     from layerwise.training.precheck import meta_layers
 
@@ -119,8 +120,7 @@ def check(cfg: TuneConfig) -> tuple[int | None, Any]:
         parse_budget(cfg.budget, num_blocks)
         if cfg.estimates:
             _read_estimates(cfg, num_blocks, layers)
-    _check_resume(cfg)
-    return num_blocks, task
+    return task, _check_resume(cfg)
 
 
 def _read_estimates(cfg: TuneConfig, num_blocks: int, layers) -> tuple[str, list[float | None]]:
@@ -157,10 +157,9 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     """The whole tune; resumes from OUT/tune.json and the runs already in OUT."""
     from layerwise.models import discover_layers, load_model
 
-    _, task = check(cfg)
+    task, previous = check(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    previous = _check_resume(cfg)
     loaded = load_model(cfg.model, seed=cfg.seed)
     layers = discover_layers(loaded.model)
     k = parse_budget(cfg.budget, layers.num_blocks)
