@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from layerwise.models import discover_layers, load_model
-from layerwise.sweeps.estimators import agreement, delta_estimates, gradient_estimates
+from layerwise.sweeps.estimators import (
+    _completion_logprob_loss, agreement, delta_estimates, gradient_estimates, gradient_norms)
+from layerwise.tasks.base import sft_examples
 from layerwise.sweeps.runner import run_sweep
 from layerwise.sweeps.spec import SweepSpec
 from layerwise.tasks import get_task
@@ -46,6 +48,36 @@ def test_gradient_estimates_leave_the_model_as_it_was(toy_task, method):
     assert [p.requires_grad for p in model.parameters()] == [".2." in n for n, _ in model.named_parameters()]
 
 
+def test_adam_val_is_the_held_out_gradient_against_the_sign_of_the_training_one(toy_task):
+    """adam-val_k = <v_k, sign(g_k)>, checked against two gradients computed by hand: g of the SFT
+    loss on the estimate's prompts, v of the same loss on the next seed's other prompts."""
+    loaded = load_model("tiny:llama")
+    model, tok, task = loaded.model, loaded.tokenizer, get_task(toy_task)
+    out = gradient_norms(model, tok, task, "sft", n_prompts=4, validate=True)
+    blocks = discover_layers(model).blocks
+
+    def grads(pairs):
+        model.zero_grad(set_to_none=True)
+        _completion_logprob_loss(model, tok, [p for p, _ in pairs], [c for _, c in pairs],
+                                 [1.0] * len(pairs)).backward()
+        g = [[q.grad.clone() for q in b.parameters()] for b in blocks]
+        model.zero_grad(set_to_none=True)
+        return g
+
+    train = sft_examples(task, "train", 4, 0)
+    held = [(p, c) for p, c in sft_examples(task, "train", 8, 1)
+            if p not in {q for q, _ in train}][:4]
+    assert held and not {p for p, _ in held} & {p for p, _ in train}
+    g, v = grads(train), grads(held)
+    manual = [sum(float((vi * gi.sign()).sum()) for vi, gi in zip(vb, gb)) for vb, gb in zip(v, g)]
+    assert out["adam-val"] == pytest.approx(manual, rel=1e-4, abs=1e-7)
+    assert out["adam-gain"] == pytest.approx([sum(float(x.abs().sum()) for x in b) for b in g],
+                                             rel=1e-4)
+    assert any(abs(x) > 0 for x in out["adam-val"])
+    # a held-out gradient against its own sign is its l1 norm: the estimator is not a constant
+    assert out["adam-val"] != pytest.approx(out["adam-gain"])
+
+
 def test_agreement_is_spearman_against_the_measured_contribution():
     rows = agreement({"a": [1, 2, 3, 4], "b": [4, 3, 2, 1], "metric:x": [None, 1, 2, 3]},
                      {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {"a": 10.0, "metric": 1.0}, 100.0)
@@ -67,7 +99,7 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
-    assert names == {"delta", "gradient", "adam-gain"}
+    assert names == {"delta", "gradient", "adam-gain", "adam-val"}
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
     assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
     assert doc["single_block_run_seconds"] > 0 and all(r["cost_in_runs"] > 0 for r in doc["rows"])

@@ -216,3 +216,24 @@ def test_an_error_mid_run_is_recorded_and_the_last_good_weights_kept(toy_task, t
     for name, good in crash.good.items():
         if name in saved:
             assert torch.equal(saved[name], good), name
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo"])
+def test_eval_every_draws_a_curve_without_changing_the_run(method, toy_task, tmp_path):
+    """--eval-every scores the held-out items at steps N, 2N, ... (the last step is the run's own
+    final score) and leaves the training exactly as it is without it: same weights bit for bit,
+    even for GRPO, whose sampling shares the random state with the evaluation's."""
+    common = dict(task=toy_task, method=method, layers="1,2", lr=1e-2,
+                  **{**QUICK, "steps": 5, "batch_size": 8, "num_generations": 4, "eval_n": 4})
+    plain = train(TrainConfig(**common), "tiny:llama")
+    curved = train(TrainConfig(**common, eval_every=2, out=str(tmp_path)), "tiny:llama")
+    points = [(h["step"], h["eval_score"]) for h in curved.history if "eval_score" in h]
+    assert [s for s, _ in points] == [2, 4]
+    assert all(0.0 <= v <= 1.0 for _, v in points)
+    a, b = dict(plain.model_object.named_parameters()), dict(curved.model_object.named_parameters())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert plain.final.accuracy == curved.final.accuracy
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["step"] for h in on_disk["history"] if "eval_score" in h] == [2, 4]
+    with pytest.raises(LayerwiseError, match="--eval-every 0: must be >= 1"):
+        TrainConfig(**common, eval_every=0)

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-run", default=None, metavar="DIR",
                    help="a full training run (DIR/model); default: the sweep's own full-seed0/")
     p.add_argument("--no-delta", action="store_true", help="skip the one-full-run estimator")
-    p.add_argument("--no-gradient", action="store_true", help="skip the gradient estimator")
+    p.add_argument("--no-gradient", action="store_true",
+                   help="skip the gradient estimators (gradient, adam-gain, adam-val)")
     p.add_argument("--gradient-prompts", type=int, default=8)
     p.add_argument("--out", default=None, metavar="FILE", help="default: SWEEP_DIR/estimators.json")
 
@@ -106,12 +107,20 @@ def run(args: argparse.Namespace) -> int:
         seconds["delta"] = t.seconds + float(full_run.wall_seconds or 0.0)
     if not args.no_gradient:
         with Timer() as t:
-            estimates.update(gradient_norms(  # gradient and adam-gain: one backward pass
+            norms = gradient_norms(  # gradient and adam-gain: one backward pass
                 base.model, base.tokenizer, task, spec.get("method", "sft"),
                 n_prompts=args.gradient_prompts,
                 num_generations=int(train.get("num_generations") or 8),
-                max_new_tokens=train.get("max_completion_length")))
+                max_new_tokens=train.get("max_completion_length"))
         seconds["gradient"] = seconds["adam-gain"] = t.seconds
+        estimates.update(norms)
+        with Timer() as t:  # adam-val: the same pass and one more on held-out prompts
+            estimates["adam-val"] = gradient_norms(
+                base.model, base.tokenizer, task, spec.get("method", "sft"),
+                n_prompts=args.gradient_prompts,
+                num_generations=int(train.get("num_generations") or 8),
+                max_new_tokens=train.get("max_completion_length"), validate=True)["adam-val"]
+        seconds["adam-val"] = t.seconds
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
 

@@ -24,7 +24,6 @@ from layerwise.diagnostics.registry import MetricResult, register_metric
 from layerwise.models.arch import LayerMap
 
 IQR_OF_STANDARD_NORMAL = 1.349
-SNR_BATCH_ENTRIES = 1 << 25  # matrix entries per batched eigensolve: 256 MiB of float64 copies
 DEPTH_DEGREE = 2
 DEPTH_RIDGE = 1e-3  # relative to the mean diagonal of X^T X, so it does not depend on L
 CHUNK_ENTRIES = 1 << 24  # L x chunk floats per stacked slice (64 MiB): memory stays flat
@@ -53,13 +52,14 @@ def spectrum_snr(singular_values: torch.Tensor, shape: tuple[int, int]) -> torch
 
 
 def singular_values(batch: torch.Tensor) -> torch.Tensor:
-    """Singular values (b, k) of a stack of finite (b, m, n) matrices, k = min(m, n), ascending.
+    """Singular values (..., k) of finite (..., m, n) matrices, k = min(m, n), ascending.
 
     From the eigenvalues of the smaller Gram matrix, W W^T or W^T W, in float64: s = sqrt(eig).
     Squaring the spectrum costs precision only where s_i / s_max nears sqrt(eps64) = 1.5e-8, far
     below float32 weights' own resolution, so the values equal float32 `svdvals`' to ~1e-6 of
-    s_max; and a symmetric eigensolve of k x k is several times cheaper than an SVD of m x n
-    (bench/bench_snr.py).
+    s_max; and a symmetric eigensolve of k x k is cheaper than an SVD of m x n. Both steps need
+    float64: a float32 Gram matrix or a float32 eigensolve moves SmolLM2's SNRs by 5e-6 to 3e-5
+    (docs/measurements.md), against the 1e-5 this path is held to.
     """
     w = batch.to(torch.float64)
     m, n = w.shape[-2:]
@@ -70,25 +70,37 @@ def singular_values(batch: torch.Tensor) -> torch.Tensor:
 def matrix_snrs(weight: torch.Tensor) -> list[float]:
     """SNR of each matrix in `weight`: (m, n) -> 1 value; (E, m, n) fused experts -> E values."""
     m, n = weight.shape[-2:]
-    return stacked_snrs(weight.detach().reshape(-1, m, n))
+    return snrs_of(list(weight.detach().reshape(-1, m, n)))
 
 
-def stacked_snrs(slices: torch.Tensor) -> list[float]:
-    """SNR of each matrix of a (b, m, n) stack, in chunks of at most SNR_BATCH_ENTRIES entries."""
-    m, n = slices.shape[-2:]
-    values: list[float] = []
-    for batch in slices.split(snr_batch(m, n)):
-        finite = torch.isfinite(batch).all(dim=(-2, -1))  # (b,)
-        if not finite.all():  # an eigensolve of NaN/inf fails: report NaN for those slices
-            batch = torch.where(finite[:, None, None], batch, torch.zeros((), dtype=batch.dtype,
-                                                                           device=batch.device))
-        snr = spectrum_snr(singular_values(batch), (m, n))
-        values += torch.where(finite, snr, torch.full_like(snr, math.nan)).tolist()
-    return values
+def _one_snr(w: torch.Tensor) -> float:
+    if not bool(torch.isfinite(w).all()):  # an eigensolve of NaN/inf fails: report NaN
+        return math.nan
+    return float(spectrum_snr(singular_values(w), tuple(w.shape)))
 
 
-def snr_batch(m: int, n: int) -> int:
-    return max(1, SNR_BATCH_ENTRIES // (m * n))
+def snrs_of(matrices: list[torch.Tensor], workers: int | None = None) -> list[float]:
+    """SNR of each 2-D matrix, in order.
+
+    One single-threaded float64 solve per matrix, `workers` at a time (default: torch's thread
+    count). At these sizes (k of a few hundred to a few thousand) LAPACK's symmetric
+    tridiagonalisation is half matrix-vector work and scales poorly over threads: on 2 cores two
+    matrices at once with one thread each are 1.6x faster than one matrix with two threads,
+    and batching by shape gains nothing (bench/bench_snr.py). Each matrix is solved alone in one
+    thread, so the values do not depend on the scheduling or the worker count.
+    """
+    workers = workers or torch.get_num_threads()
+    if workers <= 1 or len(matrices) <= 1 or matrices[0].device.type != "cpu":
+        return [_one_snr(w) for w in matrices]
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="snr") as pool:
+            return list(pool.map(_one_snr, matrices))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def spectrum_reference_snrs(weight: torch.Tensor) -> list[float]:
@@ -124,7 +136,7 @@ def snr_metric(ctx: DiagnosticContext) -> MetricResult:
     per_matrix: list[dict] = []
     by_type: dict[str, list[float]] = {}
     skipped: set[str] = set()
-    # Every matrix of every block, grouped by shape: one batched eigensolve per shape and chunk.
+    # Every matrix of every block (an expert stack gives one per expert), solved in parallel.
     slices: list[torch.Tensor] = []  # one (m, n) view per matrix (an expert stack gives several)
     owners: list[tuple[int, str, str, int, bool]] = []  # (block, local, name, slices, plain 2-D)
     for i, block in enumerate(layers.blocks):
@@ -138,16 +150,7 @@ def snr_metric(ctx: DiagnosticContext) -> MetricResult:
             views = param.detach().reshape(-1, m, n)
             slices += list(views)
             owners.append((i, local, layers.param_names[id(param)], len(views), param.dim() == 2))
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for index, w in enumerate(slices):
-        by_shape.setdefault(tuple(w.shape), []).append(index)
-    snr_of: list[float] = [math.nan] * len(slices)
-    for (m, n), indices in by_shape.items():
-        step = snr_batch(m, n)
-        for start in range(0, len(indices), step):
-            chunk = indices[start:start + step]
-            for j, value in zip(chunk, stacked_snrs(torch.stack([slices[j] for j in chunk]))):
-                snr_of[j] = value
+    snr_of = snrs_of(slices)
     cursor = 0
     per_block_values: list[list[float]] = [[] for _ in layers.blocks]
     for i, local, name, count, plain in owners:

@@ -10,7 +10,9 @@ A per-block sweep costs L+1 training runs. Three estimators cost far less:
   restricted to block k, ||g_k||^2: to first order, the loss decrease one SGD step on block k
   alone can buy (lr * ||g_k||^2). For RL methods the objective is the group-normalised
   (GRPO-style) reward-weighted log-likelihood of the model's own samples, scored by the task;
-  for SFT the loss on the task's targets. Costs one forward and backward pass.
+  for SFT the loss on the task's targets. Costs one forward and backward pass. From the same
+  pass, `adam-gain` = ||g_k||_1 (Adam's first step is lr * sign(g)); with one more backward pass
+  on held-out prompts, `adam-val` = <v_k, sign(g_k)>, the held-out loss drop of that step.
 Each estimator is compared with the measured C(k) by Spearman's rho (`agreement`).
 """
 
@@ -91,12 +93,19 @@ def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int
 
 def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8,
                    num_generations: int = 8, max_new_tokens: int | None = None,
-                   temperature: float = 1.0, seed: int = 0) -> dict[str, list[float]]:
-    """Two estimators from one backward pass of the method's objective at the start of training:
+                   temperature: float = 1.0, seed: int = 0,
+                   validate: bool = False) -> dict[str, list[float]]:
+    """Estimators from the method's objective gradient g at the start of training:
 
     - `gradient`: ||g_k||_2^2, the loss drop one SGD step on block k alone buys (lr ||g_k||^2);
     - `adam-gain`: ||g_k||_1, the same for Adam, whose first update is lr * sign(g) (the moments
-      are g and g^2 after one step, bias-corrected), so the predicted drop is lr * sum |g|.
+      are g and g^2 after one step, bias-corrected), so the predicted drop is lr * sum |g|;
+    - with `validate`, `adam-val`: <v_k, sign(g_k)>, the drop of a *held-out* loss that Adam's
+      first step on block k alone buys (first order), where v is the gradient of the SFT loss of
+      the task's reference answers on other prompts than g's. It asks whether the step moves
+      the block towards right answers on prompts it did not see, where adam-gain only asks how
+      large the step is; for RL methods it checks the reward-weighted direction against the
+      reference answers. One more backward pass.
     """
     ensure_pad_token(tokenizer)
     layers = discover_layers(model)
@@ -114,6 +123,29 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
         pairs = sft_examples(task, "train", n_prompts, seed)
         prompts, completions = [p for p, _ in pairs], [c for _, c in pairs]
         weights = [1.0] * len(pairs)
+    grads = _block_gradients(model, tokenizer, layers, prompts, completions, weights)
+    out = {"gradient": [sum(float(g.pow(2).sum()) for g in block) for block in grads],
+           "adam-gain": [sum(float(g.abs().sum()) for g in block) for block in grads]}
+    if validate:
+        # other prompts than g's: the next seed's draw, without the prompts g already used
+        seen = set(prompts)
+        held = [(p, c) for p, c in sft_examples(task, "train", 2 * n_prompts, seed + 1)
+                if p not in seen][:n_prompts]
+        if not held:
+            raise ValueError(f"task {task.name!r} has no training prompts beyond the {len(seen)} "
+                             "the gradient used: adam-val needs held-out ones")
+        val = _block_gradients(model, tokenizer, layers, [p for p, _ in held],
+                               [c for _, c in held], [1.0] * len(held))
+        out["adam-val"] = [sum(float((v * g.sign()).sum()) for v, g in zip(vb, gb))
+                           for vb, gb in zip(val, grads)]
+    return out
+
+
+def _block_gradients(model, tokenizer, layers, prompts: list[str], completions: list[str],
+                     weights: list[float]) -> list[list[torch.Tensor]]:
+    """Per block, the float32 gradients of its parameters (in `parameters()` order; zeros where
+    the loss does not reach them) of the weighted completion NLL. Every parameter takes part in
+    the backward pass; the model's requires_grad flags are restored afterwards."""
     params = [p for p in model.parameters()]
     flags = [p.requires_grad for p in params]
     model.zero_grad(set_to_none=True)
@@ -123,16 +155,12 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
         loss = _completion_logprob_loss(model, tokenizer, prompts, completions, weights)
         if loss.requires_grad:
             loss.backward()
-        squares, absolutes = [], []
-        for k in range(layers.num_blocks):
-            grads = [p.grad.float() for p in layers.blocks[k].parameters() if p.grad is not None]
-            squares.append(sum(float(g.pow(2).sum()) for g in grads))
-            absolutes.append(sum(float(g.abs().sum()) for g in grads))
+        return [[p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+                 for p in layers.blocks[k].parameters()] for k in range(layers.num_blocks)]
     finally:
         model.zero_grad(set_to_none=True)
         for p, f in zip(params, flags):
             p.requires_grad_(f)
-    return {"gradient": squares, "adam-gain": absolutes}
 
 
 def agreement(estimates: dict[str, list[float | None]], measured: dict[int, float],

@@ -6,6 +6,8 @@
   finite; on a NaN/inf loss it puts that copy back and stops the run, which is then marked failed
   (the saved checkpoint is the last good one).
 - `LiveProgress`: one progress bar with the running loss, or the reward for RL.
+- `EvalCurve`: the held-out score every N steps (`--eval-every`), for a learning curve; the
+  random state is put back afterwards, so the run trains exactly as it would without it.
 - `SignalWatch`: RL steps without a learning signal (every group's rewards equal, so every
   advantage and the gradient are zero): a warning while it happens, a count for metrics.json.
 """
@@ -190,3 +192,35 @@ class LiveProgress(TrainerCallback):
             self.bar.close()
             self.bar = None
 
+
+
+class EvalCurve(TrainerCallback):
+    """Score the held-out items every `every` steps into the recorder's history (`eval_score`).
+
+    The last step is left to the run's own final scoring. The model goes to eval mode and back,
+    and the CPU and CUDA random states are restored, so the training trajectory is the one the
+    run has without the curve (tested bit for bit)."""
+
+    def __init__(self, every: int, score, recorder: RunRecorder, model: torch.nn.Module):
+        self.every, self.score, self.recorder, self.model = every, score, recorder, model
+        self.seconds = 0.0
+
+    def on_step_end(self, args, state, control, **kw):
+        step = state.global_step
+        if step % self.every or step >= state.max_steps:
+            return
+        start = time.perf_counter()
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                value = float(self.score(self.model))
+        finally:
+            self.model.train(was_training)
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+        self.recorder.history.append({"step": step, "eval_score": value})
+        self.seconds += time.perf_counter() - start

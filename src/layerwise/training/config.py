@@ -142,6 +142,10 @@ class TrainConfig:
     # evaluation and outputs
     eval_n: int = opt(100, "held-out items scored before and after (lm: windows)", G_EVAL)
     eval_batch_size: int = opt(32, "batch size of the held-out scoring", G_EVAL)
+    eval_every: int | None = opt(None, "also score the held-out items every N steps: a curve in "
+                                 "metrics.json (history, eval_score) and curves.png; the "
+                                 "training itself is unchanged", G_EVAL, metavar="N",
+                                 none_means="before and after only")
     general_data: str | None = opt(None, "text for the forgetting check", G_EVAL, metavar="D",
                                    none_means="the embedded text")
     general_seqs: int = opt(4, "windows of the forgetting check", G_EVAL)
@@ -192,6 +196,8 @@ class TrainConfig:
                 raise LayerwiseError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if self.save_every is not None and self.save_every < 1:
             raise LayerwiseError(f"--save-every {self.save_every}: must be >= 1")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise LayerwiseError(f"--eval-every {self.eval_every}: must be >= 1")
         if self.lr is not None and not self.lr > 0:
             raise LayerwiseError(f"--lr {self.lr}: must be > 0")
         if not 0 <= self.warmup_ratio < 1:

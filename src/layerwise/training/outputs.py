@@ -19,7 +19,8 @@ from layerwise.errors import LayerwiseError
 from layerwise.fileio import atomic_write_text, json_safe, save_figure
 
 CURVE_KEYS = (("loss", "loss"), ("reward", "reward"), ("rewards/mean", "reward"),
-              ("mean_token_accuracy", "token accuracy"), ("rewards/accuracies", "pair accuracy"))
+              ("mean_token_accuracy", "token accuracy"), ("rewards/accuracies", "pair accuracy"),
+              ("eval_score", "held-out score"))
 
 
 def save_model_atomic(model, tokenizer, dest: str | Path, writer=None) -> Path:

@@ -355,6 +355,14 @@ class TrainRecipe:
                                   enabled=cfg.progress and self.main), *self.extra_callbacks]
         if self.schedule is not None:
             callbacks.insert(0, self.schedule)
+        if cfg.eval_every:  # before CheckpointSeal, so a checkpoint at that step holds the point
+            from layerwise.training.callbacks import EvalCurve
+
+            tok, task = self.loaded.tokenizer, self.task
+            score = lambda model: scores_of(evaluate_task(  # noqa: E731
+                model, tok, task, n=cfg.eval_n, seed=EVAL_SEED,
+                batch_size=cfg.eval_batch_size), None).score  # accuracy, or held-out loss (lm)
+            callbacks.insert(3, EvalCurve(cfg.eval_every, score, self.recorder, self.model))
         self.subnetwork = None
         if cfg.mask_from:
             self.masks = build_masks(self.model, cfg.mask_from, cfg.mask_tol)
