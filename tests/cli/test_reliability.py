@@ -130,6 +130,8 @@ CASES = [
          r"tying map .*missing does not exist"),
     Case("train", "--tie-every 0", (*TR, "--full", "--tying", "random", "--tie-every", "0"),
          r"--tie-every 0: must be >= 1"),
+    Case("train", "--eval-every 0", (*TR, "--full", "--eval-every", "0"),
+         r"--eval-every 0: must be >= 1"),
     # --- train: tasks and files
     Case("train", "an unknown task", (*TR, "--full", "--task", "nosuch"), r"unknown task 'nosuch'"),
     Case("train", "a task file that does not exist",
