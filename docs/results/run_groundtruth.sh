@@ -4,12 +4,13 @@
 # `arithmetic` and on `decision` (a multi-turn game scored by success: a task of another kind,
 # where the reward comes from an environment over several turns instead of one answer).
 # Each sweep is resumable (a SQLite store): rerun the same command after an interruption and only
-# missing runs run, so it can be spread over several sittings. Budget: about 2.5 h per sweep on
-# 2 CPU cores (31 runs x 2 seeds); the step counts are chosen from the full run's curve first:
+# missing runs run, so it can be spread over several sittings. Budget on 2 CPU cores (31 runs x
+# 2 seeds): about 1.2 h per SFT sweep, 6 h per GRPO sweep; the steps come from the curves first:
 #   bash docs/results/run_groundtruth.sh curves [OUT]   # full and block-15 runs, 120 steps,
 #                                                       # scored every 10: where the curve flattens
 #   bash docs/results/run_groundtruth.sh sweeps [OUT]   # the four sweeps at STEPS_SFT/STEPS_GRPO
-# (defaults out/groundtruth; STEPS_SFT=60 STEPS_GRPO=60 until the curves say otherwise;
+# (defaults out/groundtruth; STEPS_SFT=60, STEPS_GRPO=120: the arithmetic curves of
+#  docs/results/groundtruth.md (SFT flat by step 40; GRPO still rising at 120);
 #  TASKS="arithmetic" for one task, CURVE_STEPS=120 for the curves)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,7 +46,7 @@ fi
 for task in ${TASKS:-arithmetic decision}; do
   $LW sweep --task $task "${SFT[@]}" --layers each --seeds 0,1 --steps ${STEPS_SFT:-60} \
       --out $OUT/$task-sft -q
-  $LW sweep --task $task "${GRPO[@]}" --layers each --seeds 0,1 --steps ${STEPS_GRPO:-60} \
+  $LW sweep --task $task "${GRPO[@]}" --layers each --seeds 0,1 --steps ${STEPS_GRPO:-120} \
       --out $OUT/$task-grpo -q
   for m in sft grpo; do
     $LW estimate $OUT/$task-$m --diagnostics docs/results/smollm2-135m-wikitext2/diagnostics.json -q
