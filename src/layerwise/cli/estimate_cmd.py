@@ -106,21 +106,12 @@ def run(args: argparse.Namespace) -> int:
                                                  doc["base_score"], full_run.final.score)
         seconds["delta"] = t.seconds + float(full_run.wall_seconds or 0.0)
     if not args.no_gradient:
-        with Timer() as t:
-            norms = gradient_norms(  # gradient and adam-gain: one backward pass
-                base.model, base.tokenizer, task, spec.get("method", "sft"),
-                n_prompts=args.gradient_prompts,
-                num_generations=int(train.get("num_generations") or 8),
-                max_new_tokens=train.get("max_completion_length"))
-        seconds["gradient"] = seconds["adam-gain"] = t.seconds
-        estimates.update(norms)
-        with Timer() as t:  # adam-val: the same pass and one more on held-out prompts
-            estimates["adam-val"] = gradient_norms(
-                base.model, base.tokenizer, task, spec.get("method", "sft"),
-                n_prompts=args.gradient_prompts,
-                num_generations=int(train.get("num_generations") or 8),
-                max_new_tokens=train.get("max_completion_length"), validate=True)["adam-val"]
-        seconds["adam-val"] = t.seconds
+        # gradient and adam-gain from one backward pass, adam-val from one more (held-out prompts)
+        estimates.update(gradient_norms(
+            base.model, base.tokenizer, task, spec.get("method", "sft"),
+            n_prompts=args.gradient_prompts,
+            num_generations=int(train.get("num_generations") or 8),
+            max_new_tokens=train.get("max_completion_length"), validate=True, seconds=seconds))
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
 

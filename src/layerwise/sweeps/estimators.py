@@ -93,8 +93,8 @@ def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int
 
 def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8,
                    num_generations: int = 8, max_new_tokens: int | None = None,
-                   temperature: float = 1.0, seed: int = 0,
-                   validate: bool = False) -> dict[str, list[float]]:
+                   temperature: float = 1.0, seed: int = 0, validate: bool = False,
+                   seconds: dict[str, float] | None = None) -> dict[str, list[float]]:
     """Estimators from the method's objective gradient g at the start of training:
 
     - `gradient`: ||g_k||_2^2, the loss drop one SGD step on block k alone buys (lr ||g_k||^2);
@@ -106,7 +106,10 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
       the block towards right answers on prompts it did not see, where adam-gain only asks how
       large the step is; for RL methods it checks the reward-weighted direction against the
       reference answers. One more backward pass.
+    `seconds`, when given, receives each estimator's own cost: `gradient` and `adam-gain` the
+    first pass (sampling included), `adam-val` both passes.
     """
+    start = time.perf_counter()
     ensure_pad_token(tokenizer)
     layers = discover_layers(model)
     torch.manual_seed(seed)
@@ -126,6 +129,8 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
     grads = _block_gradients(model, tokenizer, layers, prompts, completions, weights)
     out = {"gradient": [sum(float(g.pow(2).sum()) for g in block) for block in grads],
            "adam-gain": [sum(float(g.abs().sum()) for g in block) for block in grads]}
+    if seconds is not None:
+        seconds["gradient"] = seconds["adam-gain"] = time.perf_counter() - start
     if validate:
         # other prompts than g's: the next seed's draw, without the prompts g already used
         seen = set(prompts)
@@ -138,6 +143,8 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
                                [c for _, c in held], [1.0] * len(held))
         out["adam-val"] = [sum(float((v * g.sign()).sum()) for v, g in zip(vb, gb))
                            for vb, gb in zip(val, grads)]
+        if seconds is not None:
+            seconds["adam-val"] = time.perf_counter() - start
     return out
 
 

@@ -359,9 +359,8 @@ class TrainRecipe:
             from layerwise.training.callbacks import EvalCurve
 
             tok, task = self.loaded.tokenizer, self.task
-            score = lambda model: scores_of(evaluate_task(  # noqa: E731
-                model, tok, task, n=cfg.eval_n, seed=EVAL_SEED,
-                batch_size=cfg.eval_batch_size), None).score  # accuracy, or held-out loss (lm)
+            score = lambda model: score_model(  # noqa: E731  accuracy, or held-out loss (lm)
+                model, tok, task, cfg, windows=None).scores.score
             callbacks.insert(3, EvalCurve(cfg.eval_every, score, self.recorder, self.model))
         self.subnetwork = None
         if cfg.mask_from:
