@@ -209,6 +209,8 @@ CASES = [
     Case("estimate", "a sweep whose full run left the score unchanged (every C(k) NaN)",
          ("estimate", "{F}/sweep4", "--no-delta", "--no-gradient"),
          r"no single-block C\(k\) to compare with \(seed 0: full training left the score where"),
+    Case("estimate", "--gradient-batches 0", ("estimate", "{F}/sweep4", "--gradient-batches", "0"),
+         r"--gradient-prompts 8 and --gradient-batches 0: both must be >= 1"),
     Case("estimate", "a full run that does not exist", ("estimate", "{F}/sweep4", "--full-run",
                                                         "{F}/norun"),
          r"no full-run checkpoint at .*norun/model \(pass --full-run, or --no-delta\)"),

@@ -78,6 +78,46 @@ def test_adam_val_is_the_held_out_gradient_against_the_sign_of_the_training_one(
     assert out["adam-val"] != pytest.approx(out["adam-gain"])
 
 
+def test_adam_snr_is_the_mean_gradient_squared_over_the_root_mean_square(toy_task):
+    """adam-snr_k = sum mu^2 / sqrt(s) with mu, s the mean of g and g^2 over independent batches,
+    checked against the per-batch gradients computed by hand; gradient and adam-gain then use mu."""
+    loaded = load_model("tiny:llama")
+    model, tok, task = loaded.model, loaded.tokenizer, get_task(toy_task)
+    out = gradient_norms(model, tok, task, "sft", n_prompts=3, batches=3)
+    blocks = discover_layers(model).blocks
+
+    def grads(pairs):
+        model.zero_grad(set_to_none=True)
+        _completion_logprob_loss(model, tok, [p for p, _ in pairs], [c for _, c in pairs],
+                                 [1.0] * len(pairs)).backward()
+        g = [[q.grad.clone() for q in b.parameters()] for b in blocks]
+        model.zero_grad(set_to_none=True)
+        return g
+
+    per_batch = [grads(sft_examples(task, "train", 3, 7919 * b)) for b in range(3)]
+    assert {p for p, _ in sft_examples(task, "train", 3, 0)} != \
+        {p for p, _ in sft_examples(task, "train", 3, 7919)}  # the batches differ
+    mu = [[sum(pb[k][i] for pb in per_batch) / 3 for i in range(len(per_batch[0][k]))]
+          for k in range(len(blocks))]
+    s = [[sum(pb[k][i] ** 2 for pb in per_batch) / 3 for i in range(len(per_batch[0][k]))]
+         for k in range(len(blocks))]
+    snr = [sum(float((m ** 2 / v.sqrt().clamp_min(1e-30)).sum()) for m, v in zip(mb, sb))
+           for mb, sb in zip(mu, s)]
+    assert out["adam-snr"] == pytest.approx(snr, rel=1e-4)
+    assert out["adam-gain"] == pytest.approx([sum(float(m.abs().sum()) for m in b) for b in mu],
+                                             rel=1e-4)
+    # noise counts for less than in |mu|: mu^2/sqrt(s) <= |mu| entry by entry (|mu| <= sqrt(s))
+    assert all(a <= g * (1 + 1e-6) for a, g in zip(out["adam-snr"], out["adam-gain"]))
+    assert out["adam-snr"] != pytest.approx(out["adam-gain"])
+    # one batch: no adam-snr, and the other estimators are those of that batch alone
+    one = gradient_norms(model, tok, task, "sft", n_prompts=3)
+    assert "adam-snr" not in one
+    assert one["gradient"] == pytest.approx(
+        [sum(float(g.pow(2).sum()) for g in b) for b in per_batch[0]], rel=1e-4)
+    with pytest.raises(ValueError, match="batches"):
+        gradient_norms(model, tok, task, "sft", n_prompts=3, batches=0)
+
+
 def test_agreement_is_spearman_against_the_measured_contribution():
     rows = agreement({"a": [1, 2, 3, 4], "b": [4, 3, 2, 1], "metric:x": [None, 1, 2, 3]},
                      {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {"a": 10.0, "metric": 1.0}, 100.0)
@@ -95,11 +135,12 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
 
     write_sweep_outputs(sweep, run_sweep(sweep, tmp_path), tmp_path)
     assert (tmp_path / "full-seed0" / "model" / "model.safetensors").is_file()
-    code, out, err = run(capsys, "estimate", str(tmp_path), "-q")
+    code, out, err = run(capsys, "estimate", str(tmp_path), "-q", "--gradient-prompts", "4")
     assert code == 0, err
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
-    assert names == {"delta", "gradient", "adam-gain", "adam-val"}
+    assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr"}
+    assert doc["gradient_batches"] == 4
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
     assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
     assert doc["single_block_run_seconds"] > 0 and all(r["cost_in_runs"] > 0 for r in doc["rows"])

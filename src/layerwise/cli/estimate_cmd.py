@@ -25,7 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-delta", action="store_true", help="skip the one-full-run estimator")
     p.add_argument("--no-gradient", action="store_true",
                    help="skip the gradient estimators (gradient, adam-gain, adam-val)")
-    p.add_argument("--gradient-prompts", type=int, default=8)
+    p.add_argument("--gradient-prompts", type=int, default=8,
+                   help="training prompts per gradient batch (default 8)")
+    p.add_argument("--gradient-batches", type=int, default=4,
+                   help="independent batches of prompts: gradient and adam-gain use their mean "
+                        "gradient, adam-snr their signal-to-noise (needs >= 2; default 4)")
     p.add_argument("--out", default=None, metavar="FILE", help="default: SWEEP_DIR/estimators.json")
 
 
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
 
     sweep_dir = Path(args.sweep)
     from layerwise.fileio import check_output_file
+
+    if args.gradient_prompts < 1 or args.gradient_batches < 1:
+        raise LayerwiseError(f"--gradient-prompts {args.gradient_prompts} and --gradient-batches "
+                             f"{args.gradient_batches}: both must be >= 1")
 
     check_output_file(args.out if args.out else sweep_dir / "estimators.json",
                       "--out" if args.out else "estimate's output")
@@ -106,10 +114,11 @@ def run(args: argparse.Namespace) -> int:
                                                  doc["base_score"], full_run.final.score)
         seconds["delta"] = t.seconds + float(full_run.wall_seconds or 0.0)
     if not args.no_gradient:
-        # gradient and adam-gain from one backward pass, adam-val from one more (held-out prompts)
+        # gradient, adam-gain and adam-snr from one backward pass per batch, adam-val from one
+        # more (held-out prompts)
         estimates.update(gradient_norms(
             base.model, base.tokenizer, task, spec.get("method", "sft"),
-            n_prompts=args.gradient_prompts,
+            n_prompts=args.gradient_prompts, batches=args.gradient_batches,
             num_generations=int(train.get("num_generations") or 8),
             max_new_tokens=train.get("max_completion_length"), validate=True, seconds=seconds))
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
@@ -117,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     atomic_write_text(out, json.dumps(json_safe({
         "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
+        "gradient_prompts": args.gradient_prompts, "gradient_batches": args.gradient_batches,
         "single_block_run_seconds": run_seconds, "rows": rows,
         "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")
     lines = [f"{'estimator':<40} {'spearman':>9} {'top-1 regret':>12} {'blocks':>6} "

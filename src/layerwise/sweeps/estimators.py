@@ -94,7 +94,7 @@ def gradient_estimates(model, tokenizer, task: Task, method: str, n_prompts: int
 def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8,
                    num_generations: int = 8, max_new_tokens: int | None = None,
                    temperature: float = 1.0, seed: int = 0, validate: bool = False,
-                   seconds: dict[str, float] | None = None) -> dict[str, list[float]]:
+                   seconds: dict[str, float] | None = None, batches: int = 1) -> dict[str, list[float]]:
     """Estimators from the method's objective gradient g at the start of training:
 
     - `gradient`: ||g_k||_2^2, the loss drop one SGD step on block k alone buys (lr ||g_k||^2);
@@ -106,34 +106,52 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
       the block towards right answers on prompts it did not see, where adam-gain only asks how
       large the step is; for RL methods it checks the reward-weighted direction against the
       reference answers. One more backward pass.
+    - with `batches` > 1, `adam-snr`: sum_i mu_i^2 / sqrt(s_i) over block k's entries, where mu
+      and s are the mean of g and of g^2 over `batches` independent batches of `n_prompts`. After a
+      few steps Adam's update is about lr * m/sqrt(v) ~ lr * mu/sqrt(s), so this is the expected
+      first-order loss drop per step of Adam on block k alone: entries whose gradient is mostly
+      batch-to-batch noise (|mu| << sqrt(s)) count for little, where adam-gain (one batch, |g|)
+      counts noise as gain. `gradient` and `adam-gain` then use the mean gradient mu, and
+      adam-val sign(mu). Each batch is one more backward pass (and, for RL, one more sampling).
     `seconds`, when given, receives each estimator's own cost: `gradient` and `adam-gain` the
-    first pass (sampling included), `adam-val` both passes.
+    first batch (sampling included; all batches when `batches` > 1), `adam-snr` all batches,
+    `adam-val` those and the held-out pass.
     """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1 (got {batches})")
     start = time.perf_counter()
     ensure_pad_token(tokenizer)
     layers = discover_layers(model)
     torch.manual_seed(seed)
-    if get_method(method).is_rl:
-        items = task.items("train", n_prompts, seed)
-        prompts = [it.prompt for it in items for _ in range(num_generations)]
-        completions = generate_texts(model, tokenizer, prompts, max_new_tokens or task.max_new_tokens,
-                                     do_sample=True, temperature=temperature)
-        rewards = torch.tensor([task.score(c, items[i // num_generations])
-                                for i, c in enumerate(completions)]).view(-1, num_generations)
-        adv = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
-        weights = adv.flatten().tolist()
-    else:
-        pairs = sft_examples(task, "train", n_prompts, seed)
-        prompts, completions = [p for p, _ in pairs], [c for _, c in pairs]
-        weights = [1.0] * len(pairs)
-    grads = _block_gradients(model, tokenizer, layers, prompts, completions, weights)
-    out = {"gradient": [sum(float(g.pow(2).sum()) for g in block) for block in grads],
-           "adam-gain": [sum(float(g.abs().sum()) for g in block) for block in grads]}
+    seen: set[str] = set()
+    mean = sq = None
+    for b in range(batches):
+        # batch b draws its prompts with seed + 7919 b: the batches are independent draws
+        prompts, completions, weights = _objective_batch(model, tokenizer, task, method,
+                                                         n_prompts, num_generations,
+                                                         max_new_tokens, temperature,
+                                                         seed + 7919 * b)
+        seen.update(prompts)
+        grads = _block_gradients(model, tokenizer, layers, prompts, completions, weights)
+        if mean is None:
+            mean = [[g / batches for g in block] for block in grads]
+            sq = [[g.pow(2) / batches for g in block] for block in grads] if batches > 1 else None
+        else:
+            for mb, sb, gb in zip(mean, sq, grads):
+                for m, s2, g in zip(mb, sb, gb):
+                    m.add_(g, alpha=1.0 / batches)
+                    s2.addcmul_(g, g, value=1.0 / batches)
+    out = {"gradient": [sum(float(g.pow(2).sum()) for g in block) for block in mean],
+           "adam-gain": [sum(float(g.abs().sum()) for g in block) for block in mean]}
+    if batches > 1:
+        out["adam-snr"] = [sum(float((m.pow(2) / s2.sqrt().clamp_min(1e-30)).sum())
+                               for m, s2 in zip(mb, sb)) for mb, sb in zip(mean, sq)]
     if seconds is not None:
         seconds["gradient"] = seconds["adam-gain"] = time.perf_counter() - start
+        if batches > 1:
+            seconds["adam-snr"] = seconds["gradient"]
     if validate:
         # other prompts than g's: the next seed's draw, without the prompts g already used
-        seen = set(prompts)
         held = [(p, c) for p, c in sft_examples(task, "train", 2 * n_prompts, seed + 1)
                 if p not in seen][:n_prompts]
         if not held:
@@ -142,10 +160,29 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
         val = _block_gradients(model, tokenizer, layers, [p for p, _ in held],
                                [c for _, c in held], [1.0] * len(held))
         out["adam-val"] = [sum(float((v * g.sign()).sum()) for v, g in zip(vb, gb))
-                           for vb, gb in zip(val, grads)]
+                           for vb, gb in zip(val, mean)]
         if seconds is not None:
             seconds["adam-val"] = time.perf_counter() - start
     return out
+
+
+def _objective_batch(model, tokenizer, task: Task, method: str, n_prompts: int,
+                     num_generations: int, max_new_tokens: int | None, temperature: float,
+                     seed: int) -> tuple[list[str], list[str], list[float]]:
+    """(prompts, completions, weights) of the method's objective on `n_prompts` training items
+    drawn with `seed`: for RL methods the model's own samples weighted by their group-normalised
+    rewards, for SFT the task's reference answers with weight 1."""
+    if get_method(method).is_rl:
+        items = task.items("train", n_prompts, seed)
+        prompts = [it.prompt for it in items for _ in range(num_generations)]
+        completions = generate_texts(model, tokenizer, prompts, max_new_tokens or task.max_new_tokens,
+                                     do_sample=True, temperature=temperature)
+        rewards = torch.tensor([task.score(c, items[i // num_generations])
+                                for i, c in enumerate(completions)]).view(-1, num_generations)
+        adv = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
+        return prompts, completions, adv.flatten().tolist()
+    pairs = sft_examples(task, "train", n_prompts, seed)
+    return [p for p, _ in pairs], [c for _, c in pairs], [1.0] * len(pairs)
 
 
 def _block_gradients(model, tokenizer, layers, prompts: list[str], completions: list[str],
