@@ -211,6 +211,8 @@ CASES = [
          r"no single-block C\(k\) to compare with \(seed 0: full training left the score where"),
     Case("estimate", "--gradient-batches 0", ("estimate", "{F}/sweep4", "--gradient-batches", "0"),
          r"--gradient-prompts 8 and --gradient-batches 0: both must be >= 1"),
+    Case("estimate", "--probe-steps -1", ("estimate", "{F}/sweep4", "--probe-steps", "-1"),
+         r"--probe-steps -1: must be >= 0 \(0 skips the probe\)"),
     Case("estimate", "a full run that does not exist", ("estimate", "{F}/sweep4", "--full-run",
                                                         "{F}/norun"),
          r"no full-run checkpoint at .*norun/model \(pass --full-run, or --no-delta\)"),

@@ -11,7 +11,8 @@ import torch
 
 from layerwise.models import discover_layers, load_model
 from layerwise.sweeps.estimators import (
-    _completion_logprob_loss, agreement, delta_estimates, gradient_estimates, gradient_norms)
+    _completion_logprob_loss, agreement, delta_estimates, gradient_estimates, gradient_norms,
+    probe_gains)
 from layerwise.tasks.base import sft_examples
 from layerwise.sweeps.runner import run_sweep
 from layerwise.sweeps.spec import SweepSpec
@@ -118,6 +119,55 @@ def test_adam_snr_is_the_mean_gradient_squared_over_the_root_mean_square(toy_tas
         gradient_norms(model, tok, task, "sft", n_prompts=3, batches=0)
 
 
+@pytest.mark.parametrize("method", ["sft", "grpo"])
+def test_probe_is_a_short_single_block_run_from_the_cached_prefix(toy_task, method):
+    """probe_k = held-out loss before - after 3 AdamW steps on block k alone, checked against a
+    by-hand run of those steps on a copy of the model through its full forward (no cached
+    prefix); the model comes back bit for bit, and forcing full forwards gives the same values."""
+    loaded = load_model("tiny:llama")
+    model, tok, task = loaded.model, loaded.tokenizer, get_task(toy_task)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    flags = [p.requires_grad for p in model.parameters()]
+    info: dict = {}
+    probe = probe_gains(model, tok, task, method, lr=1e-2, steps=3, n_prompts=4, num_generations=4,
+                        seed=3, info=info)
+    assert info["prefix_cache"] is True  # llama takes the block input as inputs_embeds
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    slow = probe_gains(model, tok, task, method, lr=1e-2, steps=3, n_prompts=4, num_generations=4,
+                       seed=3, share_prefix=False)
+    assert probe == pytest.approx(slow, rel=1e-4, abs=1e-6)
+    assert len(probe) == 4 and any(abs(v) > 1e-4 for v in probe)
+    # by hand, for block 2: the same training batch (the gradient's draw with seed 3: for GRPO
+    # the model's own samples weighted by group-normalised rewards), the next seed's held-out pairs
+    from layerwise.sweeps.estimators import _objective_batch
+    torch.manual_seed(3)
+    prompts, completions, weights = _objective_batch(model, tok, task, method, 4, 4, None, 1.0, 3)
+    held = [(p, c) for p, c in sft_examples(task, "train", 8, 4) if p not in set(prompts)][:4]
+    copy_ = copy.deepcopy(model)
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    block = list(discover_layers(copy_).blocks[2].parameters())
+    for p in block:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(block, lr=1e-2, weight_decay=0.0)
+
+    @torch.no_grad()
+    def held_loss():
+        return float(_completion_logprob_loss(copy_, tok, [p for p, _ in held],
+                                              [c for _, c in held], [1.0] * len(held)))
+
+    start = held_loss()
+    for _ in range(3):
+        opt.zero_grad()
+        _completion_logprob_loss(copy_, tok, prompts, completions, weights).backward()
+        opt.step()
+    assert probe[2] == pytest.approx(start - held_loss(), rel=1e-3, abs=1e-5)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        probe_gains(model, tok, task, method, lr=1e-2, steps=0)
+
+
 def test_agreement_is_spearman_against_the_measured_contribution():
     rows = agreement({"a": [1, 2, 3, 4], "b": [4, 3, 2, 1], "metric:x": [None, 1, 2, 3]},
                      {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {"a": 10.0, "metric": 1.0}, 100.0)
@@ -139,8 +189,17 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
-    assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr"}
-    assert doc["gradient_batches"] == 4
+    assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr", "probe"}
+    assert doc["gradient_batches"] == 4 and doc["probe_steps"] == 4
+    assert doc["probe_prefix_cache"] is True and len(doc["estimates"]["probe"]) == 4
+    # another gradient seed draws other prompts: other values, same estimators
+    code, out, err = run(capsys, "estimate", str(tmp_path), "-q", "--gradient-prompts", "4",
+                         "--gradient-seed", "5", "--probe-steps", "0", "--no-delta",
+                         "--out", str(tmp_path / "seed5.json"))
+    assert code == 0, err
+    seed5 = json.loads((tmp_path / "seed5.json").read_text())
+    assert {r["estimator"] for r in seed5["rows"]} == names - {"delta", "probe"}
+    assert seed5["gradient_seed"] == 5 and seed5["estimates"]["gradient"] != doc["estimates"]["gradient"]
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
     assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
     assert doc["single_block_run_seconds"] > 0 and all(r["cost_in_runs"] > 0 for r in doc["rows"])

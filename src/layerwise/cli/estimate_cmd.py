@@ -24,12 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a full training run (DIR/model); default: the sweep's own full-seed0/")
     p.add_argument("--no-delta", action="store_true", help="skip the one-full-run estimator")
     p.add_argument("--no-gradient", action="store_true",
-                   help="skip the gradient estimators (gradient, adam-gain, adam-val)")
+                   help="skip the gradient estimators (gradient, adam-gain, adam-snr, adam-val, "
+                        "probe)")
     p.add_argument("--gradient-prompts", type=int, default=8,
                    help="training prompts per gradient batch (default 8)")
     p.add_argument("--gradient-batches", type=int, default=4,
                    help="independent batches of prompts: gradient and adam-gain use their mean "
                         "gradient, adam-snr their signal-to-noise (needs >= 2; default 4)")
+    p.add_argument("--gradient-seed", type=int, default=0,
+                   help="seed of the gradient and probe prompts (and, for RL, of the sampling) "
+                        "(default 0)")
+    p.add_argument("--probe-steps", type=int, default=4,
+                   help="probe: AdamW steps on each block alone (at the sweep's --lr) before its "
+                        "held-out loss drop is measured; 0 skips the probe (default 4)")
     p.add_argument("--out", default=None, metavar="FILE", help="default: SWEEP_DIR/estimators.json")
 
 
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.models.loading import load_model
     from layerwise.sweeps.compare import load_sweep
     from layerwise.sweeps.estimators import (
-        Timer, agreement, delta_estimates, gradient_norms, metric_estimates)
+        Timer, agreement, delta_estimates, gradient_norms, metric_estimates, probe_gains)
     from layerwise.sweeps.store import open_store
     from layerwise.tasks.registry import get_task
     from layerwise.training.result import read_run
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.gradient_prompts < 1 or args.gradient_batches < 1:
         raise LayerwiseError(f"--gradient-prompts {args.gradient_prompts} and --gradient-batches "
                              f"{args.gradient_batches}: both must be >= 1")
+    if args.probe_steps < 0:
+        raise LayerwiseError(f"--probe-steps {args.probe_steps}: must be >= 0 (0 skips the probe)")
 
     check_output_file(args.out if args.out else sweep_dir / "estimators.json",
                       "--out" if args.out else "estimate's output")
@@ -120,13 +129,26 @@ def run(args: argparse.Namespace) -> int:
             base.model, base.tokenizer, task, spec.get("method", "sft"),
             n_prompts=args.gradient_prompts, batches=args.gradient_batches,
             num_generations=int(train.get("num_generations") or 8),
-            max_new_tokens=train.get("max_completion_length"), validate=True, seconds=seconds))
+            max_new_tokens=train.get("max_completion_length"), validate=True, seconds=seconds,
+            seed=args.gradient_seed))
+    probe_info: dict = {}
+    if not args.no_gradient and args.probe_steps:
+        # a short single-block run per block from the cached frozen prefix, at the sweep's lr
+        estimates["probe"] = probe_gains(
+            base.model, base.tokenizer, task, spec.get("method", "sft"),
+            lr=float(train.get("lr") or 1e-4), steps=args.probe_steps,
+            weight_decay=float(train.get("weight_decay") or 0.0),
+            n_prompts=args.gradient_prompts, num_generations=int(train.get("num_generations") or 8),
+            max_new_tokens=train.get("max_completion_length"), seed=args.gradient_seed,
+            seconds=seconds, info=probe_info)
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
 
     atomic_write_text(out, json.dumps(json_safe({
         "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
         "gradient_prompts": args.gradient_prompts, "gradient_batches": args.gradient_batches,
+        "gradient_seed": args.gradient_seed, "probe_steps": args.probe_steps,
+        "probe_prefix_cache": probe_info.get("prefix_cache"),
         "single_block_run_seconds": run_seconds, "rows": rows,
         "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")
     lines = [f"{'estimator':<40} {'spearman':>9} {'top-1 regret':>12} {'blocks':>6} "

@@ -13,6 +13,9 @@ A per-block sweep costs L+1 training runs. Three estimators cost far less:
   for SFT the loss on the task's targets. Costs one forward and backward pass. From the same
   pass, `adam-gain` = ||g_k||_1 (Adam's first step is lr * sign(g)); with one more backward pass
   on held-out prompts, `adam-val` = <v_k, sign(g_k)>, the held-out loss drop of that step.
+  Over several batches, `adam-snr` = sum mu^2 / sqrt(mean g^2): Adam's expected per-step drop.
+- `probe`: a few AdamW steps on block k alone, from the cached input of block k (the frozen
+  prefix runs once for all blocks), scored by the drop of a held-out loss.
 Each estimator is compared with the measured C(k) by Spearman's rho (`agreement`).
 """
 
@@ -164,6 +167,165 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
         if seconds is not None:
             seconds["adam-val"] = time.perf_counter() - start
     return out
+
+
+def probe_gains(model, tokenizer, task: Task, method: str, lr: float, steps: int = 4,
+                n_prompts: int = 8, num_generations: int = 8, max_new_tokens: int | None = None,
+                temperature: float = 1.0, seed: int = 0, weight_decay: float = 0.0,
+                seconds: dict[str, float] | None = None, info: dict | None = None,
+                share_prefix: bool = True) -> list[float]:
+    """`probe`: for each block k, train block k alone for `steps` AdamW steps (lr `lr`) on one
+    batch of the method's objective (as `gradient_norms` draws it with `seed`) and measure the drop
+    of a held-out loss: the SFT loss of the task's reference answers on other prompts (the
+    next seed's draw, as for adam-val). A short single-block run per block, L of them, with what
+    is the same for all of them done once: the objective's batch (and, for RL, its sampling) is
+    drawn once, and the frozen prefix's forward pass (blocks 0..k-1 never change while block k is
+    probed) is run once for every k: the probe of block k starts from the cached input of block k
+    and runs blocks k..L-1 only. The model is restored bit for bit after each block's probe.
+
+    `info`, when given, receives `prefix_cache`: whether the cached-prefix forward was used (it
+    is checked against the full forward first; a model whose forward does not take the block
+    input as `inputs_embeds` falls back to full forwards, same values, no saving;
+    `share_prefix=False` forces that).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1 (got {steps})")
+    start = time.perf_counter()
+    ensure_pad_token(tokenizer)
+    layers = discover_layers(model)
+    torch.manual_seed(seed)
+    prompts, completions, weights = _objective_batch(model, tokenizer, task, method, n_prompts,
+                                                     num_generations, max_new_tokens,
+                                                     temperature, seed)
+    seen = set(prompts)
+    held = [(p, c) for p, c in sft_examples(task, "train", 2 * n_prompts, seed + 1)
+            if p not in seen][:n_prompts]
+    if not held:
+        raise ValueError(f"task {task.name!r} has no training prompts beyond the {len(seen)} "
+                         "the probe trains on: its held-out loss needs other ones")
+    train = _padded_batch(model, tokenizer, prompts, completions, weights)
+    test = _padded_batch(model, tokenizer, [p for p, _ in held], [c for _, c in held],
+                         [1.0] * len(held))
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.no_grad():
+            train_in = _block_inputs(model, layers, train)
+            test_in = _block_inputs(model, layers, test)
+            base_loss = float(_batch_loss(model, layers, test, 0, None))
+            mid = layers.num_blocks // 2
+            cached = _batch_loss(model, layers, test, mid, test_in[mid])
+            full = _batch_loss(model, layers, test, 0, None)
+            use_cache = share_prefix and bool(torch.allclose(cached, full, rtol=1e-4, atol=1e-5))
+        if info is not None:
+            info["prefix_cache"] = use_cache
+        out = []
+        for k in range(layers.num_blocks):
+            block = list(layers.blocks[k].parameters())
+            saved = [p.detach().clone() for p in block]
+            try:
+                for p in block:
+                    p.requires_grad_(True)
+                decay = [p for p in block if p.dim() >= 2]
+                rest = [p for p in block if p.dim() < 2]
+                opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                         {"params": rest, "weight_decay": 0.0}], lr=lr)
+                for _ in range(steps):
+                    loss = _batch_loss(model, layers, train, k if use_cache else 0,
+                                       train_in[k] if use_cache else None)
+                    if not loss.requires_grad:
+                        break  # every weight is 0 (no reward signal): nothing to learn
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    after = float(_batch_loss(model, layers, test, k if use_cache else 0,
+                                              test_in[k] if use_cache else None))
+                out.append(base_loss - after)
+            finally:
+                with torch.no_grad():
+                    for p, s in zip(block, saved):
+                        p.copy_(s)
+                        p.grad = None
+                        p.requires_grad_(False)
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+    if seconds is not None:
+        seconds["probe"] = time.perf_counter() - start
+    return out
+
+
+def _padded_batch(model, tokenizer, prompts: list[str], completions: list[str],
+                  weights: list[float]) -> dict:
+    """Right-padded ids, attention mask, and per-token loss weights: w_i / (completion tokens of
+    i) on example i's completion tokens (the targets), 0 elsewhere; examples with w_i = 0 or an
+    empty completion are left out."""
+    device = next(model.parameters()).device
+    rows = []
+    for prompt, completion, w in zip(prompts, completions, weights):
+        if w == 0 or not completion:
+            continue
+        p_ids = tokenizer(prompt)["input_ids"]
+        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if c_ids:
+            rows.append((list(p_ids) + list(c_ids), len(p_ids), w))
+    width = max((len(ids) for ids, _, _ in rows), default=1)
+    ids = torch.full((max(len(rows), 1), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    target_w = torch.zeros(ids.shape, dtype=torch.float32)
+    for i, (seq, n_prompt, w) in enumerate(rows):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        mask[i, :len(seq)] = 1
+        target_w[i, n_prompt:len(seq)] = w / (len(seq) - n_prompt)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "target_weight": target_w.to(device), "empty": not rows}
+
+
+def _block_inputs(model, layers, batch: dict) -> list[torch.Tensor]:
+    """The hidden state entering each block on `batch` (one forward pass, recorded by hooks)."""
+    seen: list[torch.Tensor | None] = [None] * layers.num_blocks
+
+    def hook(k):
+        def record(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            seen[k] = h.detach()
+        return record
+
+    handles = [b.register_forward_pre_hook(hook(k), with_kwargs=True)
+               for k, b in enumerate(layers.blocks)]
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _batch_loss(model, layers, batch: dict, k: int, hidden: torch.Tensor | None) -> torch.Tensor:
+    """sum_i w_i * mean-token NLL of completion i, from block k's input `hidden` (blocks k..L-1
+    only: the block list is cut to them for this one forward) or, with `hidden` None, from the
+    ids through the whole model."""
+    if batch["empty"]:
+        return torch.zeros((), device=batch["input_ids"].device)
+    if hidden is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       use_cache=False).logits
+    else:
+        parent_path, _, attr = layers.blocks_path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        original = getattr(parent, attr)
+        setattr(parent, attr, torch.nn.ModuleList(list(original)[k:]))
+        try:
+            logits = model(inputs_embeds=hidden, attention_mask=batch["attention_mask"],
+                           use_cache=False).logits
+        finally:
+            setattr(parent, attr, original)
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    token = logp.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    return -(token * batch["target_weight"][:, 1:]).sum()
 
 
 def _objective_batch(model, tokenizer, task: Task, method: str, n_prompts: int,
