@@ -5,35 +5,62 @@
 # where the reward comes from an environment over several turns instead of one answer).
 # Each sweep is resumable (a SQLite store): rerun the same command after an interruption and only
 # missing runs run, so it can be spread over several sittings. Budget on 2 CPU cores (31 runs x
-# 2 seeds): about 1.2 h per SFT sweep, 6 h per GRPO sweep; the steps come from the curves first:
-#   bash docs/results/run_groundtruth.sh curves [OUT]   # full and block-15 runs, 120 steps,
-#                                                       # scored every 10: where the curve flattens
-#   bash docs/results/run_groundtruth.sh sweeps [OUT]   # the four sweeps at STEPS_SFT/STEPS_GRPO
+# 2 seeds): about 2 h per SFT sweep, 7-8 h per GRPO sweep; the steps come from the curves first:
+#   bash docs/results/run_groundtruth.sh curves [OUT]    # full and block-15 runs, scored every
+#                                                        # 10 steps: where the curve flattens
+#   bash docs/results/run_groundtruth.sh sweeps [OUT]    # the sweeps at STEPS_SFT/STEPS_GRPO, each
+#                                                        # followed by its estimates
+#   bash docs/results/run_groundtruth.sh estimates [OUT] # the estimators against every finished
+#                                                        # sweep, gradient seeds 0,1,2
 # (defaults out/groundtruth; STEPS_SFT=60, STEPS_GRPO=120: the arithmetic curves of
-#  docs/results/groundtruth.md (SFT flat by step 40; GRPO still rising at 120);
-#  TASKS="arithmetic" for one task, CURVE_STEPS=120 for the curves)
+#  docs/results/groundtruth.md; TASKS="arithmetic" for one task, METHODS="sft" for one method,
+#  CURVE_STEPS=120 for the curves, GRPO_LR/GRPO_FULL_LR/CURVE_TAG for curves at other rates)
+# The sweeps' completed runs and the estimates are kept in docs/results/groundtruth/ (out/ does
+# not survive a machine): on a fresh machine run
+#   .venv/bin/python docs/results/groundtruth_keep.py restore docs/results/groundtruth/sweeps OUT
+# before resuming.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WHAT=${1:-sweeps}
 OUT=${2:-out/groundtruth}
+KEEP=docs/results/groundtruth
 LW=.venv/bin/layerwise
+DIAG=docs/results/smollm2-135m-wikitext2/diagnostics.json
 # learning rates: one block / full training
 SFT_BASE=(--method sft --batch-size 16 --eval-n 60); SFT_LR=3e-4; SFT_FULL_LR=3e-5
-GRPO_BASE=(--method grpo --batch-size 16 --num-generations 8 --eval-n 60); GRPO_LR=5e-5; GRPO_FULL_LR=1e-5
+GRPO_BASE=(--method grpo --batch-size 16 --num-generations 8 --eval-n 60)
+GRPO_LR=${GRPO_LR:-5e-5}; GRPO_FULL_LR=${GRPO_FULL_LR:-1e-5}
 SFT=("${SFT_BASE[@]}" --lr $SFT_LR --full-lr $SFT_FULL_LR)
 GRPO=("${GRPO_BASE[@]}" --lr $GRPO_LR --full-lr $GRPO_FULL_LR)
+
+estimates() {  # $1 = sweep name (task-method): gradient seeds 0,1,2; 1 batch and 4 (+ probe)
+  local dir=$OUT/$1 est=$KEEP/estimates/$1
+  grep -qs '"selections"' $dir/contribution.json || return 0
+  mkdir -p $est
+  for s in 0 1 2; do
+    [ -f $est/seed$s-b1.json ] || $LW estimate $dir --no-delta --gradient-batches 1 \
+        --probe-steps 0 --gradient-seed $s --out $est/seed$s-b1.json -q
+    if [ ! -f $est/seed$s-b4.json ]; then
+      delta=(--no-delta)  # the delta estimator (one full run) does not depend on the seed
+      [ $s = 0 ] && [ -d $dir/full-seed0/model ] && delta=()
+      $LW estimate $dir "${delta[@]}" --diagnostics $DIAG --gradient-batches 4 --gradient-seed $s \
+          --out $est/seed$s-b4.json -q
+    fi
+  done
+}
+
 if [ "$WHAT" = curves ]; then
   # Held-out score every 10 steps (--eval-every: the training is the same as without it), for the
   # full run and for one middle block (15), so both curves can be seen to flatten or not.
   for task in ${TASKS:-arithmetic decision}; do
-    for m in sft grpo; do
+    for m in ${METHODS:-sft grpo}; do
       if [ $m = sft ]; then
         ARGS=("${SFT_BASE[@]}"); LR=$SFT_LR; FULL_LR=$SFT_FULL_LR
       else
         ARGS=("${GRPO_BASE[@]}"); LR=$GRPO_LR; FULL_LR=$GRPO_FULL_LR
       fi
       for what in full block15; do
-        dir=$OUT/curve-$task-$m-$what
+        dir=$OUT/curve-$task-$m-$what${CURVE_TAG:-}
         grep -qs '"status": "completed"' $dir/metrics.json && continue
         if [ $what = full ]; then sel=(--full --lr $FULL_LR); else sel=(--layers 15 --lr $LR); fi
         $LW train --task $task "${ARGS[@]}" "${sel[@]}" --steps ${CURVE_STEPS:-120} \
@@ -43,12 +70,19 @@ if [ "$WHAT" = curves ]; then
   done
   exit 0
 fi
+if [ "$WHAT" = estimates ]; then
+  for task in ${TASKS:-arithmetic decision}; do
+    for m in ${METHODS:-sft grpo}; do estimates $task-$m; done
+  done
+  exit 0
+fi
 for task in ${TASKS:-arithmetic decision}; do
-  $LW sweep --task $task "${SFT[@]}" --layers each --seeds 0,1 --steps ${STEPS_SFT:-60} \
-      --out $OUT/$task-sft -q
-  $LW sweep --task $task "${GRPO[@]}" --layers each --seeds 0,1 --steps ${STEPS_GRPO:-120} \
-      --out $OUT/$task-grpo -q
-  for m in sft grpo; do
-    $LW estimate $OUT/$task-$m --diagnostics docs/results/smollm2-135m-wikitext2/diagnostics.json -q
+  for m in ${METHODS:-sft grpo}; do
+    if [ $m = sft ]; then ARGS=("${SFT[@]}"); STEPS=${STEPS_SFT:-60}
+    else ARGS=("${GRPO[@]}"); STEPS=${STEPS_GRPO:-120}; fi
+    $LW sweep --task $task "${ARGS[@]}" --layers each --seeds 0,1 --steps $STEPS \
+        --out $OUT/$task-$m -q
+    .venv/bin/python docs/results/groundtruth_keep.py save $OUT $KEEP/sweeps
+    estimates $task-$m
   done
 done

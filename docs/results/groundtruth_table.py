@@ -1,0 +1,174 @@
+"""Tables and plot of the ground-truth sweeps and of the estimators against them (issue 15).
+
+    .venv/bin/python docs/results/groundtruth_table.py docs/results/groundtruth
+
+Reads the kept sweeps (DEST/sweeps/NAME/runs.jsonl, written by groundtruth_keep.py save) and
+the kept estimates (DEST/estimates/NAME/seedS-bB.json, written by `run_groundtruth.sh
+estimates`: `layerwise estimate` with gradient seed S and B gradient batches), and writes
+DEST/table.md and DEST/contribution.png:
+
+1. per sweep: the base and full scores, the best single block and its C, how many blocks reach
+   C >= 1 (seed claim 1), and how well one sweep seed predicts the other (Spearman and top-1
+   regret of seed a's ranking against seed b's C): the ceiling an estimator is judged against;
+2. per estimator and sweep: Spearman with the measured C(k) (the mean over the sweep seeds),
+   top-1 regret, both as mean ± sd over the estimate's gradient seeds, and the cost in
+   single-block runs (the estimator's seconds over the sweep's median single-block run).
+A sweep still in progress is reported on the blocks it has (the count is shown).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tablekit import mean_sd  # noqa: E402
+
+from layerwise.diagnostics.agreement import spearman  # noqa: E402
+from layerwise.sweeps.contribution import contributions  # noqa: E402
+
+# estimate file -> estimator names as shown: one batch (the issue's "gradient norm at the
+# start"), or the mean of B batches
+_SUFFIX = {1: " (1 batch)"}
+
+
+def _rows(name_dir: Path) -> list[dict]:
+    path = name_dir / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+
+
+def _regret(rank_by: dict[int, float], judge: dict[int, float]) -> float:
+    shared = [b for b in judge if b in rank_by and math.isfinite(rank_by[b])]
+    if not shared:
+        return math.nan
+    first = max(shared, key=lambda b: rank_by[b])
+    return max(judge[b] for b in shared) - judge[first]
+
+
+def sweep_summary(name: str, rows: list[dict]) -> dict | None:
+    try:
+        s_base, full, table = contributions(rows)
+    except ValueError:
+        return None
+    single = [c for c in table if len(c.blocks) == 1 and c.label != "full"]
+    per_seed: dict[int, dict[int, float]] = {}
+    for c in single:
+        for seed, v in c.contribution_per_seed.items():
+            if math.isfinite(v):
+                per_seed.setdefault(seed, {})[c.blocks[0]] = v
+    mean_c = {c.blocks[0]: c.contribution_mean for c in single
+              if math.isfinite(c.contribution_mean)}
+    complete = {b: v for b, v in mean_c.items()
+                if all(b in per_seed.get(s, {}) for s in full)}
+    seeds = sorted(per_seed)
+    ceiling = []
+    for a in seeds:
+        for b in seeds:
+            if a != b:
+                blocks = sorted(set(per_seed[a]) & set(per_seed[b]))
+                rho, _ = spearman([per_seed[a][k] for k in blocks], [per_seed[b][k] for k in blocks])
+                ceiling.append((rho, _regret(per_seed[a], {k: per_seed[b][k] for k in blocks})))
+    walls = [c.wall_seconds for c in single if c.wall_seconds]
+    best = max(complete, key=lambda b: complete[b]) if complete else None
+    return {"name": name, "s_base": s_base, "full": full, "mean_c": mean_c, "complete": complete,
+            "per_seed": per_seed, "best": best, "ceiling": ceiling,
+            "run_seconds": statistics.median(walls) if walls else None,
+            "steps": (rows[0]["spec"].get("train") or {}).get("steps") if rows else None}
+
+
+def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
+    """{estimator: [{spearman, regret, seconds}, one per gradient seed]} against sweep's mean C."""
+    measured = sweep["complete"]
+    out: dict[str, list[dict]] = {}
+    for path in sorted(est_dir.glob("seed*-b*.json")):
+        doc = json.loads(path.read_text())
+        batches = int(doc.get("gradient_batches") or 1)
+        times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
+        for name, values in doc["estimates"].items():
+            shown = name
+            if batches in _SUFFIX and name in ("gradient", "adam-gain", "adam-val"):
+                shown = name + _SUFFIX[batches]
+            elif batches > 1 and name in ("gradient", "adam-gain", "adam-val"):
+                shown = f"{name} ({batches} batches)"
+            elif name == "probe":
+                shown = f"probe ({doc.get('probe_steps')} steps)"
+            blocks = sorted(measured)
+            est = {b: values[b] for b in blocks if b < len(values) and values[b] is not None}
+            rho, _ = spearman([est.get(b) for b in blocks], [measured[b] for b in blocks])
+            out.setdefault(shown, []).append({
+                "spearman": rho, "regret": _regret(est, measured), "seconds": times.get(name),
+                "file": path.name})
+    return out
+
+
+def main() -> None:
+    dest = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/groundtruth")
+    sweeps = [s for d in sorted((dest / "sweeps").glob("*/"))
+              if (s := sweep_summary(d.name, _rows(d))) is not None]
+    if not sweeps:
+        raise SystemExit(f"no kept sweep with a completed base run under {dest / 'sweeps'}")
+    lines = ["| sweep | steps | blocks (both seeds) | S_base | S_full per seed | best block: C "
+             "| max C of any block, any seed | blocks with mean C ≥ 1 | seed vs seed: Spearman "
+             "| seed vs seed: top-1 regret |", "|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+    for s in sweeps:
+        full = ", ".join(f"{v:.3f}" for _, v in sorted(s["full"].items()))
+        best = f"{s['best']}: {s['complete'][s['best']]:.3f}" if s["best"] is not None else "–"
+        top = max((v for seed in s["per_seed"].values() for v in seed.values()), default=math.nan)
+        over = sum(1 for v in s["complete"].values() if v >= 1.0)
+        lines.append(f"| {s['name']} | {s['steps']} | {len(s['complete'])} | {s['s_base']:.3f} "
+                     f"| {full} | {best} | {top:.3f} | {over} "
+                     f"| {mean_sd([r for r, _ in s['ceiling'] if math.isfinite(r)])} "
+                     f"| {mean_sd([g for _, g in s['ceiling'] if math.isfinite(g)])} |")
+    est_lines = []
+    for s in sweeps:
+        est_dir = dest / "estimates" / s["name"]
+        table = estimator_rows(s, est_dir) if est_dir.is_dir() else {}
+        if not table:
+            continue
+        est_lines += [f"\n**{s['name']}** ({len(s['complete'])} blocks; measured C: the mean of "
+                      f"{len(s['full'])} sweep seeds; a single-block run: "
+                      f"{s['run_seconds']:.0f} s, median)\n",
+                      "| estimator | Spearman | top-1 regret | gradient seeds | cost in single-block runs |",
+                      "|---|---:|---:|---:|---:|"]
+        order = sorted(table, key=lambda n: -statistics.mean(
+            [r["spearman"] for r in table[n] if math.isfinite(r["spearman"])] or [-9]))
+        for name in order:
+            rs = table[name]
+            secs = [r["seconds"] for r in rs if r["seconds"]]
+            cost = (f"{statistics.median(secs) / s['run_seconds']:.2f}"
+                    if secs and s["run_seconds"] else "–")
+            est_lines.append(
+                f"| {name} | {mean_sd([r['spearman'] for r in rs if math.isfinite(r['spearman'])])} "
+                f"| {mean_sd([r['regret'] for r in rs if math.isfinite(r['regret'])])} "
+                f"| {len(rs)} | {cost} |")
+    text = "\n".join(lines) + "\n" + "\n".join(est_lines) + "\n"
+    (dest / "table.md").write_text(text)
+    sys.stdout.write(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.4), squeeze=False)
+    for ax, s in zip(axes[0], sweeps):
+        for seed, values in sorted(s["per_seed"].items()):
+            ks = sorted(values)
+            ax.plot(ks, [values[k] for k in ks], ".", alpha=0.6, label=f"seed {seed}")
+        ks = sorted(s["complete"])
+        ax.plot(ks, [s["complete"][k] for k in ks], "-", color="black", label="mean")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{s['name']} ({s['steps']} steps)", fontsize=9)
+        ax.set_xlabel("block")
+        ax.set_ylabel("C(k)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(dest / "contribution.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
