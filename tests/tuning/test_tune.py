@@ -86,11 +86,28 @@ def test_tune_grpo_end_to_end(capsys, tmp_path, toy_task):
     code, _, err = run(capsys, "tune", "--model", "tiny:llama", "--task", toy_task, "--method",
                        "grpo", "--budget", "1", "--steps", "2", "--batch-size", "4",
                        "--num-generations", "2", "--n-train", "8", "--eval-n", "4",
-                       "--estimate-prompts", "2", "--out", str(out), "-q")
+                       "--estimate-prompts", "2", "--estimator", "probe", "--probe-steps", "2",
+                       "--out", str(out), "-q")
     doc = json.loads((out / "tune.json").read_text())
     assert doc["run"]["status"] == "completed", err
+    assert doc["estimator"] == "probe" and list(doc["estimates"]) == ["probe", "adam-gain"]
+    assert len(doc["estimates"]["probe"]) == 4 and doc["settings"]["probe_steps"] == 2
     assert len(doc["choice"]["blocks"]) == 1 and doc["verification"]["changed_outside"] == 0
     assert code == (0 if doc["verification"]["ok"] else 1)
+
+
+def test_tune_ranks_by_adam_snr_over_several_batches(capsys, tmp_path):
+    out = tmp_path / "tune"
+    code, _, err = run(capsys, "tune", "--model", "tiny:llama", "--task", "arithmetic",
+                       "--budget", "1", "--steps", "1", "--n-train", "4", "--eval-n", "2",
+                       "--batch-size", "4", "--estimator", "adam-snr", "--estimate-batches", "3",
+                       "--estimate-prompts", "2", "--out", str(out), "-q")
+    assert code == 0, err
+    doc = json.loads((out / "tune.json").read_text())
+    assert doc["estimator"] == "adam-snr" and list(doc["estimates"]) == ["adam-snr", "adam-gain"]
+    # sum mu^2/sqrt(mean g^2) <= sum |mu| entrywise (|mu| <= sqrt(mean g^2)), so snr <= gain
+    assert all(0 < s <= g * (1 + 1e-6) for s, g in zip(doc["estimates"]["adam-snr"],
+                                                      doc["estimates"]["adam-gain"]))
 
 
 def test_an_estimate_file_ranks_the_blocks(capsys, tmp_path):

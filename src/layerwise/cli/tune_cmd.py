@@ -29,6 +29,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "task instead of the start-of-training gradients (default: gradients)")
     p.add_argument("--estimate-prompts", type=int, default=8,
                    help="prompts for the gradient estimate (default: %(default)s)")
+    p.add_argument("--estimator", default="adam-gain", metavar="NAME",
+                   help="what ranks the blocks: adam-gain (||g_k||_1, one backward pass per "
+                        "batch), adam-snr (Adam's expected per-step gain over --estimate-batches "
+                        ">= 2 batches), probe (--probe-steps AdamW steps per block from the cached "
+                        "frozen prefix, held-out loss drop) (default: %(default)s)")
+    p.add_argument("--estimate-batches", type=int, default=1,
+                   help="batches of --estimate-prompts prompts whose mean gradient the estimate "
+                        "uses (default: %(default)s)")
+    p.add_argument("--probe-steps", type=int, default=4,
+                   help="the probe's AdamW steps on each block (default: %(default)s)")
     p.add_argument("--full-lr", type=float, default=None,
                    help="learning rate of the full baseline (default: --lr)")
     add_model_args(p)
@@ -46,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
         raise LayerwiseError("--out DIR is required (tune resumes from it)")
     if not args.budget:
         raise LayerwiseError("--budget K|P% is required: how many blocks to train (e.g. 2 or 10%)")
-    if args.estimate_prompts < 1:
-        raise LayerwiseError(f"--estimate-prompts {args.estimate_prompts}: must be >= 1")
     shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
     values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
     task, task_options = absolute_paths(values["task"], values["task_options"])
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
                      out=args.out, task_options=task_options,
                      baselines=tuple(b.strip() for b in args.baseline.split(",") if b.strip()),
                      estimates=args.estimates, estimate_prompts=args.estimate_prompts,
+                     estimator=args.estimator, estimate_batches=args.estimate_batches,
+                     probe_steps=args.probe_steps,
                      seed=args.seed, train=train, full_lr=args.full_lr)
     say = (lambda _: None) if args.quiet else (lambda m: print(f"layerwise: {m}", file=sys.stderr))
     result = run_tune(cfg, say)

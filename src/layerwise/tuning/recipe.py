@@ -29,7 +29,9 @@ from layerwise.tuning.choose import Choice, choose, mid_window, parse_budget
 
 BASELINES = ("mid", "full", "lora")
 TUNE_FILE = "tune.json"
-SETTINGS = ("model", "task", "task_options", "method", "budget", "estimates", "seed", "train")
+ESTIMATORS = ("adam-gain", "adam-snr", "probe")
+SETTINGS = ("model", "task", "task_options", "method", "budget", "estimates", "estimator",
+            "estimate_batches", "probe_steps", "seed", "train")
 
 
 @dataclass
@@ -43,6 +45,9 @@ class TuneConfig:
     baselines: tuple[str, ...] = ()
     estimates: str | None = None  # FILE[:FIELD]; None: the gradient estimators
     estimate_prompts: int = 8
+    estimator: str = "adam-gain"  # what ranks the blocks (ESTIMATORS), when no estimates file
+    estimate_batches: int = 1  # batches of estimate_prompts: their mean gradient (adam-snr: >= 2)
+    probe_steps: int = 4  # the probe's AdamW steps per block
     seed: int = 0
     train: dict = field(default_factory=dict)  # TrainConfig options (steps, lr, batch_size, ...)
     full_lr: float | None = None  # the full baseline's learning rate (default: train's)
@@ -110,6 +115,16 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
     from layerwise.training.precheck import meta_layers
 
     check_output_dir(cfg.out)
+    if cfg.estimator not in ESTIMATORS:
+        raise LayerwiseError(f"--estimator {cfg.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+    if cfg.estimate_prompts < 1 or cfg.estimate_batches < 1 or cfg.probe_steps < 1:
+        raise LayerwiseError(f"--estimate-prompts {cfg.estimate_prompts}, --estimate-batches "
+                             f"{cfg.estimate_batches} and --probe-steps {cfg.probe_steps}: each "
+                             "must be >= 1")
+    if cfg.estimator == "adam-snr" and cfg.estimate_batches < 2:
+        raise LayerwiseError(f"--estimator adam-snr needs --estimate-batches >= 2 (got "
+                             f"{cfg.estimate_batches}): it weighs the mean gradient by its "
+                             "batch-to-batch spread")
     unknown = [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
         raise LayerwiseError(f"--baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
@@ -199,7 +214,11 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
 
 
 def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None]:
-    from layerwise.sweeps.estimators import gradient_norms
+    """{primary estimator: per-block scores, second opinion: ...} and the seconds it took. The
+    primary is cfg.estimator; the second opinion, whose disagreement sends the choice to mid-K,
+    is `gradient` (for adam-gain) or adam-gain (for adam-snr and probe)."""
+    from layerwise.sweeps.estimators import gradient_norms, probe_gains
+    from layerwise.training.methods import get_method
 
     if cfg.estimates:
         name, values = _read_estimates(cfg, layers.num_blocks, layers)
@@ -207,12 +226,23 @@ def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None
     train = cfg.train
     start = time.perf_counter()
     norms = gradient_norms(loaded.model, loaded.tokenizer, task, cfg.method,
-                           n_prompts=cfg.estimate_prompts,
+                           n_prompts=cfg.estimate_prompts, batches=cfg.estimate_batches,
                            num_generations=int(train.get("num_generations") or 8),
                            max_new_tokens=train.get("max_completion_length"), seed=cfg.seed)
-    # adam-gain first: AdamW is what trains, and its first step is lr * sign(g)
-    return {"adam-gain": norms["adam-gain"], "gradient": norms["gradient"]}, \
-        time.perf_counter() - start
+    if cfg.estimator == "probe":
+        lr = train.get("lr") or get_method(cfg.method).default_lr("blocks")
+        probe = probe_gains(loaded.model, loaded.tokenizer, task, cfg.method, lr=float(lr),
+                            steps=cfg.probe_steps, n_prompts=cfg.estimate_prompts,
+                            num_generations=int(train.get("num_generations") or 8),
+                            max_new_tokens=train.get("max_completion_length"), seed=cfg.seed,
+                            weight_decay=float(train.get("weight_decay") or 0.0))
+        estimates = {"probe": probe, "adam-gain": norms["adam-gain"]}
+    elif cfg.estimator == "adam-snr":
+        estimates = {"adam-snr": norms["adam-snr"], "adam-gain": norms["adam-gain"]}
+    else:
+        # AdamW is what trains, and its first step is lr * sign(g)
+        estimates = {"adam-gain": norms["adam-gain"], "gradient": norms["gradient"]}
+    return estimates, time.perf_counter() - start
 
 
 def _base_checkpoint(cfg: TuneConfig, loaded, out: Path) -> Path:
