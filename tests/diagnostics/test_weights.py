@@ -220,6 +220,20 @@ def test_the_gram_path_equals_spectrums_svd_path(shape):
         assert fast == pytest.approx(reference, rel=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (32, 96), (96, 32)])
+def test_the_numpy_and_torch_gram_paths_give_the_same_singular_values(shape):
+    """CPU matrices go through numpy's LAPACK, others (CUDA, batches) through torch's: the same
+    float64 Gram eigensolve, so the same values to float64 rounding."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(*shape, generator=gen) * 0.02
+    fast, torch_path = weights._singular_values_numpy(w), weights.singular_values(w)
+    assert fast.dtype == torch_path.dtype == torch.float64
+    assert torch.allclose(fast, torch_path, rtol=0, atol=1e-12 * float(torch_path.max()))
+    # against a float64 SVD: squaring the spectrum costs ~sqrt(eps64) of s_max at the bottom
+    svd = torch.linalg.svdvals(w.double()).flip(0)
+    assert torch.allclose(fast, svd, rtol=1e-9, atol=1e-7 * float(svd.max()))
+
+
 def test_the_metric_batches_by_shape_and_keeps_each_matrix_its_value():
     model = fresh_tiny("llama")
     rows = weights.snr_metric(context(model)).extra["per_matrix"]
