@@ -1,8 +1,9 @@
-"""The gradient estimators (gradient, adam-gain, adam-val) against a sweep's saved C(k), when the
-sweep's store is gone but its estimators.json is kept (docs/results/sweeps-smollm2/*/).
+"""The gradient estimators (gradient, adam-gain, adam-val, adam-snr, probe) against a sweep's
+saved C(k), when the sweep's store is gone but its estimators.json is kept
+(docs/results/sweeps-smollm2/*/).
 
     .venv/bin/python docs/results/estimate_vs_saved_sweep.py docs/results/sweeps-smollm2/sft \
-        [--prompts 8] [--seeds 0,1,2]
+        [--prompts 8] [--seeds 0,1,2] [--batches 1] [--probe-steps 0]
 
 Reads the sweep's settings and measured C(k) from DIR/estimators.json and DIR/contribution.json,
 computes the estimators on the sweep's model, task and method for each seed (the seed draws the
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from layerwise.models import load_model
-from layerwise.sweeps.estimators import agreement, gradient_norms
+from layerwise.sweeps.estimators import agreement, gradient_norms, probe_gains
 from layerwise.tasks import get_task
 
 
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("sweep_dir")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--batches", type=int, default=1, help="gradient batches (adam-snr: >= 2)")
+    parser.add_argument("--probe-steps", type=int, default=0, help="probe steps (0: no probe)")
     args = parser.parse_args()
     d = Path(args.sweep_dir)
     saved = json.loads((d / "estimators.json").read_text())
@@ -44,11 +47,19 @@ def main() -> None:
                              n_prompts=args.prompts,
                              num_generations=int(train.get("num_generations") or 8),
                              max_new_tokens=train.get("max_completion_length"), seed=seed,
-                             validate=True)
-        seconds = time.perf_counter() - start
+                             validate=True, batches=args.batches)
+        seconds = {"gradient": time.perf_counter() - start}
+        if args.probe_steps:
+            est["probe"] = probe_gains(
+                loaded.model, loaded.tokenizer, task, spec["method"], lr=float(train["lr"]),
+                steps=args.probe_steps, n_prompts=args.prompts,
+                num_generations=int(train.get("num_generations") or 8),
+                max_new_tokens=train.get("max_completion_length"), seed=seed,
+                weight_decay=float(train.get("weight_decay") or 0.0), seconds=seconds)
         for row in agreement(est, measured, {}, 0.0):
+            cost = seconds["probe" if row["estimator"] == "probe" else "gradient"]
             print(f"  seed {seed} {row['estimator']:<10} spearman {row['spearman']:6.3f}  "
-                  f"top-1 regret {row['top1_regret']:.3f}  ({seconds:.0f} s for all three)")
+                  f"top-1 regret {row['top1_regret']:.3f}  ({cost:.0f} s)")
 
 
 if __name__ == "__main__":
