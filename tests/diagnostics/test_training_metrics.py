@@ -52,11 +52,11 @@ def trained(ctx, steps: int = 60):
 
 
 def test_recovery_counts_steps_and_restores_the_block():
-    # Sized on transformers 5.24 / torch 2.13: the noise costs ~6% perplexity and training the
-    # block wins back about a third of it before it overfits its one training batch, so the
-    # tolerance is 5% (at 1% it never recovers: inf, the case of the next test).
-    ctx = trained(make_ctx(noise_fraction=3.0, recovery_blocks=(1,), recovery_max_steps=60,
-                   recovery_eval_every=2, recovery_lr=1e-3, recovery_tolerance_pct=5.0))
+    # Sized with margins both ways (a fresh venv of 2026-12-06 drew a tiny model on which 3x
+    # noise cost under 5%, and the earlier sizing failed): 4x noise costs ~21% perplexity, the
+    # target is +10%, and training the block crosses it by ~2% after ~10 steps.
+    ctx = trained(make_ctx(noise_fraction=4.0, recovery_blocks=(1,), recovery_max_steps=60,
+                           recovery_eval_every=2, recovery_lr=1e-3, recovery_tolerance_pct=10.0))
     before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
     result = recovery_metric(ctx)
     steps = result.per_block["recovery_steps"]
