@@ -20,6 +20,16 @@ from layerwise.tasks import get_task
 from tests.cli.test_cli import run
 
 
+def _block_grads(model, tok, blocks, pairs):
+    """Per block, the gradients of the SFT loss of `pairs`, by hand."""
+    model.zero_grad(set_to_none=True)
+    _completion_logprob_loss(model, tok, [p for p, _ in pairs], [c for _, c in pairs],
+                             [1.0] * len(pairs)).backward()
+    g = [[q.grad.clone() for q in b.parameters()] for b in blocks]
+    model.zero_grad(set_to_none=True)
+    return g
+
+
 def test_delta_of_an_unchanged_model_is_zero_and_the_base_is_restored(toy_task):
     loaded = load_model("tiny:llama")
     task = get_task(toy_task)
@@ -58,12 +68,7 @@ def test_adam_val_is_the_held_out_gradient_against_the_sign_of_the_training_one(
     blocks = discover_layers(model).blocks
 
     def grads(pairs):
-        model.zero_grad(set_to_none=True)
-        _completion_logprob_loss(model, tok, [p for p, _ in pairs], [c for _, c in pairs],
-                                 [1.0] * len(pairs)).backward()
-        g = [[q.grad.clone() for q in b.parameters()] for b in blocks]
-        model.zero_grad(set_to_none=True)
-        return g
+        return _block_grads(model, tok, blocks, pairs)
 
     train = sft_examples(task, "train", 4, 0)
     held = [(p, c) for p, c in sft_examples(task, "train", 8, 1)
@@ -88,12 +93,7 @@ def test_adam_snr_is_the_mean_gradient_squared_over_the_root_mean_square(toy_tas
     blocks = discover_layers(model).blocks
 
     def grads(pairs):
-        model.zero_grad(set_to_none=True)
-        _completion_logprob_loss(model, tok, [p for p, _ in pairs], [c for _, c in pairs],
-                                 [1.0] * len(pairs)).backward()
-        g = [[q.grad.clone() for q in b.parameters()] for b in blocks]
-        model.zero_grad(set_to_none=True)
-        return g
+        return _block_grads(model, tok, blocks, pairs)
 
     per_batch = [grads(sft_examples(task, "train", 3, 7919 * b)) for b in range(3)]
     assert {p for p, _ in sft_examples(task, "train", 3, 0)} != \

@@ -155,11 +155,7 @@ def gradient_norms(model, tokenizer, task: Task, method: str, n_prompts: int = 8
             seconds["adam-snr"] = seconds["gradient"]
     if validate:
         # other prompts than g's: the next seed's draw, without the prompts g already used
-        held = [(p, c) for p, c in sft_examples(task, "train", 2 * n_prompts, seed + 1)
-                if p not in seen][:n_prompts]
-        if not held:
-            raise ValueError(f"task {task.name!r} has no training prompts beyond the {len(seen)} "
-                             "the gradient used: adam-val needs held-out ones")
+        held = _held_out_pairs(task, n_prompts, seed, seen, "the gradient used: adam-val")
         val = _block_gradients(model, tokenizer, layers, [p for p, _ in held],
                                [c for _, c in held], [1.0] * len(held))
         out["adam-val"] = [sum(float((v * g.sign()).sum()) for v, g in zip(vb, gb))
@@ -198,11 +194,7 @@ def probe_gains(model, tokenizer, task: Task, method: str, lr: float, steps: int
                                                      num_generations, max_new_tokens,
                                                      temperature, seed)
     seen = set(prompts)
-    held = [(p, c) for p, c in sft_examples(task, "train", 2 * n_prompts, seed + 1)
-            if p not in seen][:n_prompts]
-    if not held:
-        raise ValueError(f"task {task.name!r} has no training prompts beyond the {len(seen)} "
-                         "the probe trains on: its held-out loss needs other ones")
+    held = _held_out_pairs(task, n_prompts, seed, seen, "the probe trains on: its held-out loss")
     train = _padded_batch(model, tokenizer, prompts, completions, weights)
     test = _padded_batch(model, tokenizer, [p for p, _ in held], [c for _, c in held],
                          [1.0] * len(held))
@@ -214,10 +206,10 @@ def probe_gains(model, tokenizer, task: Task, method: str, lr: float, steps: int
         with torch.no_grad():
             train_in = _block_inputs(model, layers, train)
             test_in = _block_inputs(model, layers, test)
-            base_loss = float(_batch_loss(model, layers, test, 0, None))
+            full = _batch_loss(model, layers, test, 0, None)
+            base_loss = float(full)
             mid = layers.num_blocks // 2
             cached = _batch_loss(model, layers, test, mid, test_in[mid])
-            full = _batch_loss(model, layers, test, 0, None)
             use_cache = share_prefix and bool(torch.allclose(cached, full, rtol=1e-4, atol=1e-5))
         if info is not None:
             info["prefix_cache"] = use_cache
@@ -326,6 +318,18 @@ def _batch_loss(model, layers, batch: dict, k: int, hidden: torch.Tensor | None)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     token = logp.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
     return -(token * batch["target_weight"][:, 1:]).sum()
+
+
+def _held_out_pairs(task: Task, n_prompts: int, seed: int, seen: set[str],
+                    why: str) -> list[tuple[str, str]]:
+    """Up to `n_prompts` reference (prompt, answer) pairs on other prompts than `seen`: the next
+    seed's draw, without the prompts already used."""
+    held = [(p, c) for p, c in sft_examples(task, "train", 2 * n_prompts, seed + 1)
+            if p not in seen][:n_prompts]
+    if not held:
+        raise ValueError(f"task {task.name!r} has no training prompts beyond the {len(seen)} "
+                         f"{why} needs held-out ones")
+    return held
 
 
 def _objective_batch(model, tokenizer, task: Task, method: str, n_prompts: int,
