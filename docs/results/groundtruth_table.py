@@ -28,6 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tablekit import mean_sd  # noqa: E402
 
 from layerwise.diagnostics.agreement import spearman  # noqa: E402
+from layerwise.sweeps.estimators import metric_seconds  # noqa: E402
+
+# the diagnostics run the estimates were given (run_groundtruth.sh's DIAG): a metric's cost is its
+# own seconds there (estimates kept before `estimate` charged each metric the whole run's)
+DIAG = Path(__file__).resolve().parent / "smollm2-135m-wikitext2" / "diagnostics.json"
 from layerwise.sweeps.contribution import contributions  # noqa: E402
 
 # estimate file -> estimator names as shown: one batch (the issue's "gradient norm at the
@@ -88,6 +93,9 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
         doc = json.loads(path.read_text())
         batches = int(doc.get("gradient_batches") or 1)
         times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
+        if DIAG.is_file():
+            times.update({k: v for k, v in metric_seconds(json.loads(DIAG.read_text())).items()
+                          if k in times})
         for name, values in doc["estimates"].items():
             shown = name
             if batches in _SUFFIX and name in ("gradient", "adam-gain", "adam-val"):

@@ -12,7 +12,7 @@ import torch
 from layerwise.models import discover_layers, load_model
 from layerwise.sweeps.estimators import (
     _completion_logprob_loss, agreement, delta_estimates, gradient_estimates, gradient_norms,
-    probe_gains)
+    metric_seconds, probe_gains)
 from layerwise.tasks.base import sft_examples
 from layerwise.sweeps.runner import run_sweep
 from layerwise.sweeps.spec import SweepSpec
@@ -175,6 +175,22 @@ def test_agreement_is_spearman_against_the_measured_contribution():
     assert by["a"]["spearman"] == pytest.approx(1.0) and by["a"]["cost_vs_sweep"] == 0.1
     assert by["b"]["spearman"] == pytest.approx(-1.0) and by["b"]["cost_vs_sweep"] is None
     assert by["metric:x"]["blocks"] == 3 and by["metric:x"]["cost_vs_sweep"] == 0.01
+
+
+def test_a_metric_costs_its_own_diagnostics_seconds_not_the_whole_run():
+    diag = {"seconds": 100.0, "metrics": {
+        "removal": {"seconds": 60.0, "fields": {"removal_perplexity": [], "removal_delta_pct": []}},
+        "snr": {"seconds": 2.0, "fields": {"snr": []}},
+        "broken": {"fields": {"x": []}}}}  # no seconds recorded: falls back to the whole run
+    seconds = metric_seconds(diag)
+    assert seconds == {"metric:removal_perplexity": 60.0, "metric:removal_delta_pct": 60.0,
+                       "metric:snr": 2.0, "metric": 100.0}
+    rows = agreement({"metric:snr": [1, 2], "metric:removal_delta_pct": [2, 1], "metric:x": [1, 2]},
+                     {0: 0.1, 1: 0.2}, seconds, 1000.0, run_seconds=4.0)
+    by = {r["estimator"]: r for r in rows}
+    assert by["metric:snr"]["cost_in_runs"] == 0.5
+    assert by["metric:removal_delta_pct"]["cost_in_runs"] == 15.0
+    assert by["metric:x"]["cost_in_runs"] == 25.0
 
 
 def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):

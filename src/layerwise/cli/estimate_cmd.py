@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.models.loading import load_model
     from layerwise.sweeps.compare import load_sweep
     from layerwise.sweeps.estimators import (
-        Timer, agreement, delta_estimates, gradient_norms, metric_estimates, probe_gains)
+        Timer, agreement, delta_estimates, gradient_norms, metric_estimates, metric_seconds,
+        probe_gains)
     from layerwise.sweeps.store import open_store
     from layerwise.tasks.registry import get_task
     from layerwise.training.result import read_run
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     seconds: dict[str, float] = {}
     if diag is not None:
         estimates.update(metric_estimates(diag))
-        seconds["metric"] = float(diag.get("seconds") or diag.get("wall_seconds") or 0.0) or None
+        seconds.update(metric_seconds(diag))
     task = get_task(spec.get("task"), **(spec.get("task_options") or {}))
     train = spec.get("train") or {}
     eval_n = int(train.get("eval_n") or 100)

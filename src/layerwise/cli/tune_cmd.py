@@ -34,9 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "batch), adam-snr (Adam's expected per-step gain over --estimate-batches "
                         ">= 2 batches), probe (--probe-steps AdamW steps per block from the cached "
                         "frozen prefix, held-out loss drop) (default: %(default)s)")
-    p.add_argument("--estimate-batches", type=int, default=1,
+    p.add_argument("--estimate-batches", type=int, default=4,
                    help="batches of --estimate-prompts prompts whose mean gradient the estimate "
-                        "uses (default: %(default)s)")
+                        "uses (default: %(default)s: against the arithmetic SFT ground truth, 4 "
+                        "batches gave Spearman 0.900 +- 0.002 over gradient seeds, 1 batch "
+                        "0.871 +- 0.057)")
     p.add_argument("--probe-steps", type=int, default=4,
                    help="the probe's AdamW steps on each block (default: %(default)s)")
     p.add_argument("--full-lr", type=float, default=None,

@@ -39,6 +39,22 @@ def metric_estimates(diagnostics: dict) -> dict[str, list[float | None]]:
     return {f"metric:{k}": v for k, v in importance_scores(diagnostics).items()}
 
 
+def metric_seconds(diagnostics: dict) -> dict[str, float]:
+    """{"metric:FIELD": seconds of the diagnostics metric that wrote FIELD}: a field's cost is
+    its own metric's, not the whole diagnostics run's (metrics that reuse a shared forward pass
+    are charged only for what they added to it). Without per-metric times, the whole run's."""
+    out: dict[str, float] = {}
+    for metric in (diagnostics.get("metrics") or {}).values():
+        if not isinstance(metric, dict) or metric.get("seconds") is None:
+            continue
+        for field in metric.get("fields") or {}:
+            out[f"metric:{field}"] = float(metric["seconds"])
+    whole = float(diagnostics.get("seconds") or diagnostics.get("wall_seconds") or 0.0)
+    if whole:
+        out["metric"] = whole
+    return out
+
+
 @torch.no_grad()
 def delta_estimates(base_model, tuned_model, tokenizer, task: Task, eval_n: int,
                     s_base: float, s_full: float, batch_size: int = 32) -> list[float]:
@@ -387,7 +403,7 @@ def agreement(estimates: dict[str, list[float | None]], measured: dict[int, floa
         rho, n = spearman(est, [measured[b] for b in blocks])
         ranked = [(v, b) for v, b in zip(est, blocks) if v is not None and math.isfinite(v)]
         regret = best - measured[max(ranked)[1]] if ranked else math.nan
-        cost = seconds.get(name.split(":")[0])
+        cost = seconds.get(name, seconds.get(name.split(":")[0]))
         rows.append({"estimator": name, "spearman": rho, "blocks": n, "top1_regret": regret,
                      "seconds": cost,
                      "cost_vs_sweep": (cost / sweep_seconds) if cost is not None and sweep_seconds else None,

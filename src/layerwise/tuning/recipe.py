@@ -46,7 +46,7 @@ class TuneConfig:
     estimates: str | None = None  # FILE[:FIELD]; None: the gradient estimators
     estimate_prompts: int = 8
     estimator: str = "adam-gain"  # what ranks the blocks (ESTIMATORS), when no estimates file
-    estimate_batches: int = 1  # batches of estimate_prompts: their mean gradient (adam-snr: >= 2)
+    estimate_batches: int = 4  # batches of estimate_prompts: their mean gradient (adam-snr: >= 2)
     probe_steps: int = 4  # the probe's AdamW steps per block
     seed: int = 0
     train: dict = field(default_factory=dict)  # TrainConfig options (steps, lr, batch_size, ...)
