@@ -6,17 +6,17 @@
 # the one-operation default). Why not `decision` or 2-digit operands: docs/results/groundtruth.md.
 # Each sweep is resumable (a SQLite store): rerun the same command after an interruption and only
 # missing runs run, so it can be spread over several sittings. Budget on 2 CPU cores (31 runs x
-# 2 seeds): about 2 h per SFT sweep, 7-8 h per GRPO sweep; the steps come from the curves first:
+# 2 seeds): 1.3 h (arithmetic) to about 3.5 h (steps2) per SFT sweep, about 6 h per GRPO sweep;
+# the steps and rates come from the curves first:
 #   bash docs/results/run_groundtruth.sh curves [OUT]    # full and block-15 runs, scored every
 #                                                        # 10 steps: where the curve flattens
-#   bash docs/results/run_groundtruth.sh sweeps [OUT]    # the sweeps at STEPS_SFT/STEPS_GRPO, each
-#                                                        # followed by its estimates
+#   bash docs/results/run_groundtruth.sh sweeps [OUT]    # the sweeps (settings: sweep_args
+#                                                        # below), each followed by its estimates
 #   bash docs/results/run_groundtruth.sh estimates [OUT] # the estimators against every finished
 #                                                        # sweep, gradient seeds 0,1,2
-# (defaults out/groundtruth; STEPS_SFT=60, STEPS_GRPO=120: the arithmetic curves of
-#  docs/results/groundtruth.md; TASKS="arithmetic" for one task, METHODS="sft" for one method,
-#  CURVE_STEPS=120 for the curves, SFT_LR/SFT_FULL_LR/GRPO_LR/GRPO_FULL_LR (+ CURVE_TAG) for
-#  curves and sweeps at other rates)
+# (defaults out/groundtruth; TASKS="arithmetic" for one task, METHODS="sft" for one method;
+#  curves: CURVE_STEPS (default 120), SFT_LR/SFT_FULL_LR/GRPO_LR/GRPO_FULL_LR with CURVE_TAG for
+#  curves at other rates)
 # The sweeps' completed runs and the estimates are kept in docs/results/groundtruth/ (out/ does
 # not survive a machine): on a fresh machine run
 #   .venv/bin/python docs/results/groundtruth_keep.py restore docs/results/groundtruth/sweeps OUT
@@ -28,12 +28,22 @@ OUT=${2:-out/groundtruth}
 KEEP=docs/results/groundtruth
 LW=.venv/bin/layerwise
 DIAG=docs/results/smollm2-135m-wikitext2/diagnostics.json
-# learning rates: one block / full training
-SFT_BASE=(--method sft --batch-size 16 --eval-n 60); SFT_LR=${SFT_LR:-3e-4}; SFT_FULL_LR=${SFT_FULL_LR:-3e-5}
+SFT_BASE=(--method sft --batch-size 16 --eval-n 60)
 GRPO_BASE=(--method grpo --batch-size 16 --num-generations 8 --eval-n 60)
+# the curves' learning rates (one block / full training); override to try others
+SFT_LR=${SFT_LR:-3e-4}; SFT_FULL_LR=${SFT_FULL_LR:-3e-5}
 GRPO_LR=${GRPO_LR:-5e-5}; GRPO_FULL_LR=${GRPO_FULL_LR:-1e-5}
-SFT=("${SFT_BASE[@]}" --lr $SFT_LR --full-lr $SFT_FULL_LR)
-GRPO=("${GRPO_BASE[@]}" --lr $GRPO_LR --full-lr $GRPO_FULL_LR)
+
+sweep_args() {  # $1 = sweep name (task-method) -> its rates, steps and eval size, from the curves
+  case $1 in   # (docs/results/groundtruth.md): the full run's curve flat, the block's at its rate
+    arithmetic-sft) echo --lr 3e-4 --full-lr 3e-5 --steps 60 ;;
+    arithmetic-grpo) echo --lr 2e-4 --full-lr 1e-5 --steps 120 ;;
+    # S_full - S_base is about 0.2 here: 200 held-out problems, not 60, to see C(k) through noise
+    arithmetic-steps2-sft) echo --lr 3e-4 --full-lr 3e-5 --steps 120 --eval-n 200 ;;
+    arithmetic-steps2-grpo) echo --lr 2e-4 --full-lr 1e-5 --steps 120 --eval-n 200 ;;
+    *) echo "no sweep settings for $1" >&2; return 1 ;;
+  esac
+}
 
 task_args() {  # a sweep's task name -> the train flags for it
   case $1 in
@@ -87,9 +97,9 @@ if [ "$WHAT" = estimates ]; then
 fi
 for task in ${TASKS:-arithmetic arithmetic-steps2}; do
   for m in ${METHODS:-sft grpo}; do
-    if [ $m = sft ]; then ARGS=("${SFT[@]}"); STEPS=${STEPS_SFT:-60}
-    else ARGS=("${GRPO[@]}"); STEPS=${STEPS_GRPO:-120}; fi
-    $LW sweep $(task_args $task) "${ARGS[@]}" --layers each --seeds 0,1 --steps $STEPS \
+    if [ $m = sft ]; then ARGS=("${SFT_BASE[@]}"); else ARGS=("${GRPO_BASE[@]}"); fi
+    settings=$(sweep_args $task-$m)
+    $LW sweep $(task_args $task) "${ARGS[@]}" $settings --layers each --seeds 0,1 \
         --out $OUT/$task-$m -q
     .venv/bin/python docs/results/groundtruth_keep.py save $OUT $KEEP/sweeps
     estimates $task-$m
