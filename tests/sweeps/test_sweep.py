@@ -132,6 +132,45 @@ def test_kill_9_mid_sweep_loses_at_most_the_run_in_flight(toy_task, tmp_path):
     assert set(full) == {0, 1} and all(math.isfinite(r.contribution_mean) for r in table)
 
 
+def test_ctrl_c_mid_sweep_leaves_partial_outputs_and_the_rerun_finishes(toy_task, tmp_path):
+    """Ctrl-C (SIGINT to the process group) after a few runs: exit 130, contribution.json and
+    report.html from the completed runs, marked partial; the same command again completes the
+    sweep and its outputs are no longer partial."""
+    cmd = [sys.executable, "-m", "layerwise.cli.main", "sweep", "--model", "tiny:llama", "--task",
+           toy_task, "--method", "sft", "--steps", "12", "--lr", "3e-3", "--batch-size", "8",
+           "--n-train", "16", "--eval-n", "6", "--seeds", "0,1", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    db = tmp_path / "sweep.sqlite"
+    deadline, done = time.time() + 120, 0
+    while time.time() < deadline and done < 3 and proc.poll() is None:
+        time.sleep(0.1)
+        if db.exists():
+            with sqlite3.connect(db) as con:
+                try:
+                    done = con.execute("SELECT count(*) FROM runs WHERE status = 'completed'"
+                                       ).fetchone()[0]
+                except sqlite3.OperationalError:
+                    done = 0
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    with open_store(tmp_path) as store:
+        completed = [r for r in store.runs() if r["status"] == "completed"]
+    assert 3 <= len(completed) < 11
+    assert f"show the {len(completed)} completed runs (marked partial)" in err
+    doc = json.loads((tmp_path / "contribution.json").read_text())
+    assert doc["notes"][0].startswith(f"partial: {len(completed)} completed runs")
+    shown = {sel["label"] for sel in doc["selections"]}
+    assert {r["label"] for r in completed} - {"base"} == shown
+    assert "partial: " in (tmp_path / "report.html").read_text()
+    rerun = subprocess.run(cmd + ["-q"], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    doc = json.loads((tmp_path / "contribution.json").read_text())
+    assert not any(n.startswith("partial") for n in doc["notes"]) and len(doc["selections"]) == 5
+
+
 def test_ray_backend_on_a_local_instance(toy_task, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

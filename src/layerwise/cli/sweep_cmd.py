@@ -56,7 +56,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerwise.sweeps.outputs import write_sweep_outputs
+    from layerwise.sweeps.outputs import write_partial_outputs, write_sweep_outputs
     from layerwise.sweeps.runner import run_sweep
     from layerwise.sweeps.spec import SweepSpec, train_options
 
@@ -80,10 +80,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"layerwise: {run.label} seed {run.seed}: {result['status']}"
                   + (f" ({result['error']})" if result["error"] else ""), file=sys.stderr)
 
-    rows = run_sweep(sweep, args.out, workers=args.workers, backend=args.backend, force=args.force,
-                     dtype=args.dtype, device=args.device, ray_address=args.ray_address,
-                     ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
-                     keep_full=not args.no_keep_full, on_result=progress)
+    try:
+        rows = run_sweep(sweep, args.out, workers=args.workers, backend=args.backend,
+                         force=args.force, dtype=args.dtype, device=args.device,
+                         ray_address=args.ray_address, ray_cpus=args.ray_cpus,
+                         ray_gpus=args.ray_gpus, keep_full=not args.no_keep_full,
+                         on_result=progress)
+    except KeyboardInterrupt:
+        # Ctrl-C / SIGTERM: what has finished is in the store and resumes; show it meanwhile
+        n = write_partial_outputs(sweep, args.out)
+        if n is not None:
+            print(f"layerwise: sweep interrupted: {args.out}/contribution.* and report.html show "
+                  f"the {n} completed runs (marked partial); rerun the same command to finish",
+                  file=sys.stderr)
+        raise
     s_base, full, table = write_sweep_outputs(sweep, rows, args.out)
     lines = [f"base {s_base:.3f}; full " + ", ".join(f"seed {k} {v:.3f}" for k, v in sorted(full.items())),
              f"{'selection':<16} {'score':>15} {'C(k)':>15} {'trainable':>12}"]
