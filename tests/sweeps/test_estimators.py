@@ -237,3 +237,14 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     _one_line_error(code, out, err, r"is of a 6-block model; the sweep .* is of tiny:llama.*4 blocks")
     doc = json.loads((tmp_path / "contribution.json").read_text())
     assert doc["identity"]["num_blocks"] == 4 and doc["identity"]["structure"]
+    assert seed5["sweep_partial"] is False
+    # the outputs an interrupted sweep writes (marked partial): estimate says so
+    from layerwise.sweeps.outputs import write_partial_outputs
+
+    assert write_partial_outputs(sweep, tmp_path) == 6
+    code, out, err = run(capsys, "estimate", str(tmp_path), "--no-delta", "--probe-steps", "0",
+                         "--gradient-batches", "1", "--gradient-prompts", "4", "-q",
+                         "--out", str(tmp_path / "partial.json"))
+    assert code == 0, err
+    assert "note: against 4 measured blocks; the sweep's partial: 6 completed runs" in out
+    assert json.loads((tmp_path / "partial.json").read_text())["sweep_partial"] is True

@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "gradient_seed": args.gradient_seed, "probe_steps": args.probe_steps,
         "probe_prefix_cache": probe_info.get("prefix_cache"),
         "single_block_run_seconds": run_seconds, "rows": rows,
+        "sweep_partial": any(str(n).startswith("partial") for n in doc.get("notes") or []),
         "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")
     lines = [f"{'estimator':<40} {'spearman':>9} {'top-1 regret':>12} {'blocks':>6} "
              f"{'cost vs sweep':>14} {'cost in runs':>12}"]
@@ -159,5 +160,9 @@ def run(args: argparse.Namespace) -> int:
         runs_cost = "-" if r["cost_in_runs"] is None else f"{r['cost_in_runs']:.2f}"
         lines.append(f"{r['estimator']:<40} {r['spearman']:>9.3f} {r['top1_regret']:>12.3f} "
                      f"{r['blocks']:>6} {cost:>14} {runs_cost:>12}")
+    partial = [n for n in doc.get("notes") or [] if str(n).startswith("partial")]
+    if partial:  # an interrupted sweep: the comparison covers the blocks it has measured
+        lines.append(f"note: against {len(column.per_block)} measured blocks; the sweep's "
+                     f"{partial[0]}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
