@@ -40,9 +40,9 @@ def metric_estimates(diagnostics: dict) -> dict[str, list[float | None]]:
 
 
 def metric_seconds(diagnostics: dict) -> dict[str, float]:
-    """{"metric:FIELD": seconds of the diagnostics metric that wrote FIELD}: a field's cost is
-    its own metric's, not the whole diagnostics run's (metrics that reuse a shared forward pass
-    are charged only for what they added to it). Without per-metric times, the whole run's."""
+    """{"metric:FIELD": seconds of the diagnostics metric that wrote FIELD, as `diagnose`
+    recorded them}: a field's cost is its own metric's, not the whole diagnostics run's; a metric
+    without a recorded time falls back to the whole run's (the "metric" key)."""
     out: dict[str, float] = {}
     for metric in (diagnostics.get("metrics") or {}).values():
         if not isinstance(metric, dict) or metric.get("seconds") is None:
