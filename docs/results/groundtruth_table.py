@@ -50,7 +50,7 @@ def _regret(rank_by: dict[int, float], judge: dict[int, float]) -> float:
     shared = [b for b in judge if b in rank_by and math.isfinite(rank_by[b])]
     if not shared:
         return math.nan
-    first = max(shared, key=lambda b: rank_by[b])
+    first = max(shared, key=lambda b: (rank_by[b], b))  # ties: the deepest, as `estimate` does
     return max(judge[b] for b in shared) - judge[first]
 
 
