@@ -10,8 +10,9 @@ several sittings survives a machine whose out/ is lost (issue 15).
 DEST/<sweep>/sweep.json holds the store's identity (its sweep id and description: the spec the
 sweep command hashes, so the resumed command is recognised as the same sweep) and
 DEST/<sweep>/runs.jsonl one completed run per line (its row; the training history is cut to
-every 10th step to keep the file small). `save` never rewrites a run already kept, `restore`
-never overwrites a run already in a store, and refuses a store that belongs to a different sweep (the store's own check).
+every 10th step to keep the file small). `save` never rewrites a run already kept; `restore`
+never overwrites a run already in a store, and refuses a store that belongs to a different sweep
+(the store's own check).
 Only the stores go into the repository; the full run's saved model (full-seed*/) does not.
 """
 

@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tablekit import mean_sd  # noqa: E402
 
 from layerwise.diagnostics.agreement import spearman  # noqa: E402
+from layerwise.sweeps.contribution import contributions  # noqa: E402
 from layerwise.sweeps.estimators import metric_seconds  # noqa: E402
 
 # the diagnostics run the estimates were given (run_groundtruth.sh's DIAG): a metric's cost is its
 # own seconds there (estimates kept before `estimate` charged each metric the whole run's)
 DIAG = Path(__file__).resolve().parent / "smollm2-135m-wikitext2" / "diagnostics.json"
-from layerwise.sweeps.contribution import contributions  # noqa: E402
 
 # estimate file -> estimator names as shown: one batch (the issue's "gradient norm at the
 # start"), or the mean of B batches
@@ -89,13 +89,12 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
     """{estimator: [{spearman, regret, seconds}, one per gradient seed]} against sweep's mean C."""
     measured = sweep["complete"]
     out: dict[str, list[dict]] = {}
+    diag_seconds = metric_seconds(json.loads(DIAG.read_text())) if DIAG.is_file() else {}
     for path in sorted(est_dir.glob("seed*-b*.json")):
         doc = json.loads(path.read_text())
         batches = int(doc.get("gradient_batches") or 1)
         times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
-        if DIAG.is_file():
-            times.update({k: v for k, v in metric_seconds(json.loads(DIAG.read_text())).items()
-                          if k in times})
+        times.update({k: v for k, v in diag_seconds.items() if k in times})
         for name, values in doc["estimates"].items():
             shown = name
             if batches in _SUFFIX and name in ("gradient", "adam-gain", "adam-val"):

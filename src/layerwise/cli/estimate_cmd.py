@@ -66,6 +66,7 @@ def _same_model(diag, doc: dict, column, sweep_dir: Path, diag_path: str) -> Non
 def run(args: argparse.Namespace) -> int:
     from layerwise.models.loading import load_model
     from layerwise.sweeps.compare import load_sweep
+    from layerwise.sweeps.outputs import partial_note
     from layerwise.sweeps.estimators import (
         Timer, agreement, delta_estimates, gradient_norms, metric_estimates, metric_seconds,
         probe_gains)
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             seconds=seconds, info=probe_info)
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
+    partial = partial_note(doc.get("notes"))
 
     atomic_write_text(out, json.dumps(json_safe({
         "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
@@ -151,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         "gradient_seed": args.gradient_seed, "probe_steps": args.probe_steps,
         "probe_prefix_cache": probe_info.get("prefix_cache"),
         "single_block_run_seconds": run_seconds, "rows": rows,
-        "sweep_partial": any(str(n).startswith("partial") for n in doc.get("notes") or []),
+        "sweep_partial": partial is not None,
         "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")
     lines = [f"{'estimator':<40} {'spearman':>9} {'top-1 regret':>12} {'blocks':>6} "
              f"{'cost vs sweep':>14} {'cost in runs':>12}"]
@@ -160,9 +162,8 @@ def run(args: argparse.Namespace) -> int:
         runs_cost = "-" if r["cost_in_runs"] is None else f"{r['cost_in_runs']:.2f}"
         lines.append(f"{r['estimator']:<40} {r['spearman']:>9.3f} {r['top1_regret']:>12.3f} "
                      f"{r['blocks']:>6} {cost:>14} {runs_cost:>12}")
-    partial = [n for n in doc.get("notes") or [] if str(n).startswith("partial")]
-    if partial:  # an interrupted sweep: the comparison covers the blocks it has measured
+    if partial is not None:  # an interrupted sweep: the comparison covers the blocks measured
         lines.append(f"note: against {len(column.per_block)} measured blocks; the sweep's "
-                     f"{partial[0]}")
+                     f"{partial}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

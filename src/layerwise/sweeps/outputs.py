@@ -34,6 +34,11 @@ PARTIAL_NOTE = ("partial: {n} completed runs when the sweep was interrupted; C(k
                 "selections they cover only. Rerun the same command to finish the sweep.")
 
 
+def partial_note(notes: list | None) -> str | None:
+    """The partial note of a contribution.json's notes (an interrupted sweep's outputs), or None."""
+    return next((str(n) for n in notes or [] if str(n).startswith("partial: ")), None)
+
+
 def write_partial_outputs(sweep: SweepSpec, out: str | Path) -> int | None:
     """After an interrupted sweep: contribution.* and report.html from the runs completed so far
     (marked partial in their notes), so a sweep spread over several sittings can be read and
