@@ -10,9 +10,10 @@ several sittings survives a machine whose out/ is lost (issue 15).
 DEST/<sweep>/sweep.json holds the store's identity (its sweep id and description: the spec the
 sweep command hashes, so the resumed command is recognised as the same sweep) and
 DEST/<sweep>/runs.jsonl one completed run per line (its row; the training history is cut to
-every 10th step to keep the file small). `save` never rewrites a run already kept; `restore`
-never overwrites a run already in a store, and refuses a store that belongs to a different sweep
-(the store's own check).
+every 10th step to keep the file small, each kept entry with the 10-step mean of the loss or
+reward). `save` rewrites a run already kept only from the store that ran it (it holds the full
+history: the kept line is the original, cut again); `restore` never overwrites a run already in
+a store, and refuses a store that belongs to a different sweep (the store's own check).
 Only the stores go into the repository; the full run's saved model (full-seed*/) does not.
 """
 
@@ -26,12 +27,33 @@ from pathlib import Path
 from layerwise.sweeps.store import STORE_NAME, SweepStore
 
 
+# history keys averaged over each kept window (the SFT loss, GRPO's reward): a 10-step mean is
+# what groundtruth_table.py ranks blocks by when it truncates the runs
+_WINDOWED = ("loss", "reward")
+
+
 def _thin(metrics: dict | None) -> dict | None:
+    """Every 10th history entry (and the last), each with `<key>_window_mean`: the mean of that
+    key over the entries since the previous kept one."""
     if metrics and isinstance(metrics.get("history"), list):
         hist = metrics["history"]
-        metrics = {**metrics, "history": [h for i, h in enumerate(hist)
-                                          if i % 10 == 9 or i == len(hist) - 1]}
+        kept, window = [], []
+        for i, h in enumerate(hist):
+            window.append(h)
+            if i % 10 == 9 or i == len(hist) - 1:
+                entry = dict(h)
+                for key in _WINDOWED:
+                    vals = [w[key] for w in window if isinstance(w.get(key), (int, float))]
+                    if vals and key in h:
+                        entry[f"{key}_window_mean"] = sum(vals) / len(vals)
+                kept.append(entry)
+                window = []
+        metrics = {**metrics, "history": kept}
     return metrics
+
+
+def _history_len(metrics: dict | None) -> int:
+    return len((metrics or {}).get("history") or [])
 
 
 def save(out: Path, dest: Path) -> None:
@@ -53,9 +75,11 @@ def save(out: Path, dest: Path) -> None:
         before = {json.loads(line)["run_id"]: line for line in kept.read_text().splitlines()
                   if line.strip()} if kept.exists() else {}
         for r in rows:
-            if r["run_id"] in before:
+            if r["run_id"] in before and _history_len(r["metrics"]) <= _history_len(
+                    json.loads(before[r["run_id"]])["metrics"]):
                 continue  # kept already: a restored run's row would come back re-thinned and
-                #           with the restore's time as `finished`; the kept line is the original
+                #           with the restore's time as `finished`; the kept line is the original.
+                #           A store that ran it itself (its full history) re-keeps it.
             r["metrics"] = _thin(r["metrics"])
             before[r["run_id"]] = json.dumps(r, sort_keys=True, separators=(",", ":"),
                                              allow_nan=True)

@@ -12,7 +12,9 @@ DEST/table.md and DEST/contribution.png:
    regret of seed a's ranking against seed b's C): the ceiling an estimator is judged against;
 2. per estimator and sweep: Spearman with the measured C(k) (the mean over the sweep seeds),
    top-1 regret, both as mean ± sd over the estimate's gradient seeds, and the cost in
-   single-block runs (the estimator's seconds over the sweep's median single-block run).
+   single-block runs (the estimator's seconds over the sweep's median single-block run);
+3. per sweep: its own single-block runs cut after s steps, as an estimator (`truncated_rows`):
+   how many steps of training every block the ranking needs before it appears.
 A sweep still in progress is reported on the blocks it has (the count is shown).
 """
 
@@ -112,6 +114,57 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+def truncated_rows(rows: list[dict], sweep: dict) -> list[dict]:
+    """The sweep's own single-block runs cut short, as an estimator: after s steps, rank the
+    blocks by the training signal of steps s/2..s (SFT: minus the loss; GRPO: the reward; the
+    kept 10-step window means where the run was kept with them, else the kept 10th-step values).
+    What a probe that trains every block for s steps of the real run (fresh batches, the sweep's
+    rate) would see. One row per kept step s: Spearman and top-1 regret against the mean C, mean ±
+    sd over the sweep seeds, and the cost: L blocks x s steps of single-block training, in
+    single-block runs (their median training seconds over the median wall seconds: the
+    evaluations and the loading a run also pays are not charged)."""
+    measured = sweep["complete"]
+    hist: dict[int, dict[int, list[dict]]] = {}
+    trains, walls = [], []
+    for r in rows:
+        spec = r.get("spec") or {}
+        blocks = spec.get("blocks") or []
+        m = r.get("metrics") or {}
+        if spec.get("kind") == "full" or len(blocks) != 1 or not m.get("history"):
+            continue
+        hist.setdefault(r["seed"], {})[blocks[0]] = m["history"]
+        if m.get("train_seconds") and m.get("wall_seconds"):
+            trains.append(m["train_seconds"])
+            walls.append(m["wall_seconds"])
+    if not hist or not measured:
+        return []
+    steps = sweep["steps"] or max(h["step"] for hs in hist.values() for v in hs.values()
+                                  for h in v)
+    grpo = any("reward" in h for hs in hist.values() for v in hs.values() for h in v)
+    key, sign = ("reward", 1.0) if grpo else ("loss", -1.0)
+    train_share = statistics.median(trains) / statistics.median(walls) if walls else 1.0
+    marks = sorted({h["step"] for hs in hist.values() for v in hs.values() for h in v
+                    if key in h})
+    out = []
+    for s in marks:
+        per_seed = []
+        for seed, by_block in sorted(hist.items()):
+            score = {}
+            for b, h in by_block.items():
+                vals = [e.get(f"{key}_window_mean", e[key]) for e in h
+                        if key in e and s / 2 < e["step"] <= s]
+                if vals and b in measured:
+                    score[b] = sign * statistics.mean(vals)
+            blocks = sorted(score)
+            if len(blocks) >= 3:
+                rho, _ = spearman([score[b] for b in blocks], [measured[b] for b in blocks])
+                per_seed.append((rho, _regret(score, measured)))
+        if per_seed:
+            out.append({"step": s, "signal": key, "per_seed": per_seed,
+                        "cost": len(measured) * s / steps * train_share})
+    return out
+
+
 def main() -> None:
     dest = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/groundtruth")
     sweeps = [s for d in sorted((dest / "sweeps").glob("*/"))
@@ -152,7 +205,23 @@ def main() -> None:
                 f"| {name} | {mean_sd([r['spearman'] for r in rs if math.isfinite(r['spearman'])])} "
                 f"| {mean_sd([r['regret'] for r in rs if math.isfinite(r['regret'])])} "
                 f"| {len(rs)} | {cost} |")
-    text = "\n".join(lines) + "\n" + "\n".join(est_lines) + "\n"
+    trunc_lines = []
+    for s in sweeps:
+        trows = truncated_rows(_rows(dest / "sweeps" / s["name"]), s)
+        if not trows:
+            continue
+        trunc_lines += [f"\n**{s['name']}**, every single-block run cut after s steps, blocks "
+                        f"ranked by the {trows[0]['signal']} of steps s/2..s "
+                        f"({len(trows[0]['per_seed'])} sweep seeds)\n",
+                        "| s (steps of every block) | Spearman | top-1 regret "
+                        "| cost in single-block runs |", "|---:|---:|---:|---:|"]
+        for t in trows:
+            trunc_lines.append(
+                f"| {t['step']} | {mean_sd([r for r, _ in t['per_seed'] if math.isfinite(r)])} "
+                f"| {mean_sd([g for _, g in t['per_seed'] if math.isfinite(g)])} "
+                f"| {t['cost']:.1f} |")
+    text = ("\n".join(lines) + "\n" + "\n".join(est_lines) + "\n"
+            + ("\n".join(trunc_lines) + "\n" if trunc_lines else ""))
     (dest / "table.md").write_text(text)
     sys.stdout.write(text)
 
