@@ -31,7 +31,7 @@ from tablekit import mean_sd  # noqa: E402
 
 from layerwise.diagnostics.agreement import spearman  # noqa: E402
 from layerwise.sweeps.contribution import contributions  # noqa: E402
-from layerwise.sweeps.estimators import metric_seconds  # noqa: E402
+from layerwise.sweeps.estimators import depth_priors, metric_seconds  # noqa: E402
 
 # the diagnostics run the estimates were given (run_groundtruth.sh's DIAG): a metric's cost is its
 # own seconds there (estimates kept before `estimate` charged each metric the whole run's)
@@ -54,6 +54,13 @@ def _regret(rank_by: dict[int, float], judge: dict[int, float]) -> float:
         return math.nan
     first = max(shared, key=lambda b: (rank_by[b], b))  # ties: the deepest, as `estimate` does
     return max(judge[b] for b in shared) - judge[first]
+
+
+def _num_blocks(rows: list[dict]) -> int | None:
+    """The swept model's depth: its runs' specs say it only through their blocks, so the deepest
+    block any run trained + 1 (a sweep kept over `--layers each` covers every block)."""
+    blocks = [b for r in rows for b in (r.get("spec") or {}).get("blocks") or []]
+    return max(blocks) + 1 if blocks else None
 
 
 def sweep_summary(name: str, rows: list[dict]) -> dict | None:
@@ -81,7 +88,7 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
                 ceiling.append((rho, _regret(per_seed[a], {k: per_seed[b][k] for k in blocks})))
     walls = [c.wall_seconds for c in single if c.wall_seconds]
     best = max(complete, key=lambda b: complete[b]) if complete else None
-    return {"name": name, "s_base": s_base, "full": full, "mean_c": mean_c, "complete": complete,
+    return {"name": name, "s_base": s_base, "num_blocks": _num_blocks(rows), "full": full, "mean_c": mean_c, "complete": complete,
             "per_seed": per_seed, "best": best, "ceiling": ceiling,
             "run_seconds": statistics.median(walls) if walls else None,
             "steps": (rows[0]["spec"].get("train") or {}).get("steps") if rows else None}
@@ -111,6 +118,13 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
             out.setdefault(shown, []).append({
                 "spearman": rho, "regret": _regret(est, measured), "seconds": times.get(name),
                 "file": path.name})
+    if out and sweep.get("num_blocks"):  # depth alone (estimates kept before `estimate` wrote
+        blocks = sorted(measured)         # the priors): one value each, no seed, no cost
+        for name, values in depth_priors(sweep["num_blocks"]).items():
+            if name not in out:
+                rho, _ = spearman([values[b] for b in blocks], [measured[b] for b in blocks])
+                out[name] = [{"spearman": rho, "regret": _regret(
+                    {b: values[b] for b in blocks}, measured), "seconds": 0.0, "file": None}]
     return out
 
 
@@ -199,12 +213,14 @@ def main() -> None:
         for name in order:
             rs = table[name]
             secs = [r["seconds"] for r in rs if r["seconds"]]
-            cost = (f"{statistics.median(secs) / s['run_seconds']:.2f}"
+            cost = ("0" if name.startswith("prior:") else
+                    f"{statistics.median(secs) / s['run_seconds']:.2f}"
                     if secs and s["run_seconds"] else "–")
+            n_seeds = "–" if name.startswith("prior:") else len(rs)
             est_lines.append(
                 f"| {name} | {mean_sd([r['spearman'] for r in rs if math.isfinite(r['spearman'])])} "
                 f"| {mean_sd([r['regret'] for r in rs if math.isfinite(r['regret'])])} "
-                f"| {len(rs)} | {cost} |")
+                f"| {n_seeds} | {cost} |")
     trunc_lines = []
     for s in sweeps:
         trows = truncated_rows(_rows(dest / "sweeps" / s["name"]), s)

@@ -11,8 +11,8 @@ import torch
 
 from layerwise.models import discover_layers, load_model
 from layerwise.sweeps.estimators import (
-    _completion_logprob_loss, agreement, delta_estimates, gradient_estimates, gradient_norms,
-    metric_seconds, probe_gains)
+    _completion_logprob_loss, agreement, delta_estimates, depth_priors, gradient_estimates,
+    gradient_norms, metric_seconds, probe_gains)
 from layerwise.tasks.base import sft_examples
 from layerwise.sweeps.runner import run_sweep
 from layerwise.sweeps.spec import SweepSpec
@@ -193,6 +193,21 @@ def test_a_metric_costs_its_own_diagnostics_seconds_not_the_whole_run():
     assert by["metric:x"]["cost_in_runs"] == 25.0
 
 
+def test_depth_priors_rank_by_depth_alone():
+    priors = depth_priors(5)
+    assert priors["prior:shallow"] == [0.0, -1.0, -2.0, -3.0, -4.0]
+    assert priors["prior:mid"] == [-2.0, -1.0, 0.0, -1.0, -2.0]
+    # an even depth: the two middle blocks tie (agreement and tune break ties to the deeper one)
+    rows = agreement(depth_priors(4), {0: 0.2, 1: 0.9, 2: 0.5, 3: 0.1}, {"prior": 0.0}, 10.0, 1.0)
+    by = {r["estimator"]: r for r in rows}
+    assert by["prior:mid"]["top1_regret"] == pytest.approx(0.4)  # ranks block 2 first
+    assert by["prior:shallow"]["top1_regret"] == pytest.approx(0.7)
+    assert by["prior:shallow"]["spearman"] == pytest.approx(0.4)
+    assert by["prior:mid"]["cost_in_runs"] == 0.0
+    with pytest.raises(ValueError, match="num_blocks must be >= 1"):
+        depth_priors(0)
+
+
 def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     train = {"steps": 12, "lr": 3e-3, "batch_size": 8, "n_train": 16, "eval_n": 6,
              "general_seqs": 1, "general_seq_len": 32}
@@ -205,7 +220,9 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
-    assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr", "probe"}
+    assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr", "probe",
+                     "prior:mid", "prior:shallow"}
+    assert doc["estimates"]["prior:shallow"] == [0.0, -1.0, -2.0, -3.0]  # depth alone, 4 blocks
     assert doc["gradient_batches"] == 4 and doc["probe_steps"] == 4
     assert doc["probe_prefix_cache"] is True and len(doc["estimates"]["probe"]) == 4
     # another gradient seed draws other prompts: other values, same estimators
@@ -217,8 +234,10 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert {r["estimator"] for r in seed5["rows"]} == names - {"delta", "probe"}
     assert seed5["gradient_seed"] == 5 and seed5["estimates"]["gradient"] != doc["estimates"]["gradient"]
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
-    assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in doc["rows"])
-    assert doc["single_block_run_seconds"] > 0 and all(r["cost_in_runs"] > 0 for r in doc["rows"])
+    measuring = [r for r in doc["rows"] if not r["estimator"].startswith("prior:")]
+    assert all(r["cost_vs_sweep"] is not None and r["cost_vs_sweep"] > 0 for r in measuring)
+    assert doc["single_block_run_seconds"] > 0 and all(r["cost_in_runs"] > 0 for r in measuring)
+    assert all(r["cost_in_runs"] == 0.0 for r in doc["rows"] if r not in measuring)
     measured = {int(k): v for k, v in doc["measured"].items()}
     for r in doc["rows"]:  # top-1 regret: the best block's C minus that of the one ranked first
         ranked = doc["estimates"][r["estimator"]]

@@ -64,12 +64,13 @@ def _same_model(diag, doc: dict, column, sweep_dir: Path, diag_path: str) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerwise.models.arch import discover_layers
     from layerwise.models.loading import load_model
     from layerwise.sweeps.compare import load_sweep
     from layerwise.sweeps.outputs import partial_note
     from layerwise.sweeps.estimators import (
-        Timer, agreement, delta_estimates, gradient_norms, metric_estimates, metric_seconds,
-        probe_gains)
+        Timer, agreement, delta_estimates, depth_priors, gradient_norms, metric_estimates,
+        metric_seconds, probe_gains)
     from layerwise.sweeps.store import open_store
     from layerwise.tasks.registry import get_task
     from layerwise.training.result import read_run
@@ -117,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
     train = spec.get("train") or {}
     eval_n = int(train.get("eval_n") or 100)
     base = load_model(spec.get("model"))
+    # the references every estimator has to beat: depth alone, free
+    priors = depth_priors(discover_layers(base.model).num_blocks)
+    estimates.update(priors)
+    seconds.update({name: 0.0 for name in priors})
     if not args.no_delta:
         full_run = read_run(full_dir)
         with Timer() as t:

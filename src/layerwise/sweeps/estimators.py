@@ -16,6 +16,10 @@ A per-block sweep costs L+1 training runs. Three estimators cost far less:
   Over several batches, `adam-snr` = sum mu^2 / sqrt(mean g^2): Adam's expected per-step drop.
 - `probe`: a few AdamW steps on block k alone, from the cached input of block k (the frozen
   prefix runs once for all blocks), scored by the drop of a held-out loss.
+- `prior:*` (`depth_priors`): no measurement at all, only each block's depth — `prior:mid`
+  ranks blocks by closeness to the middle (the "mid-k" strategy), `prior:shallow` the first block
+  first. The reference an estimator has to beat: where C(k) simply falls with depth, an estimator
+  that only sees depth looks good.
 Each estimator is compared with the measured C(k) by Spearman's rho (`agreement`).
 """
 
@@ -37,6 +41,16 @@ from layerwise.training.methods import get_method
 def metric_estimates(diagnostics: dict) -> dict[str, list[float | None]]:
     """Every oriented diagnostics field, per block (higher = more important)."""
     return {f"metric:{k}": v for k, v in importance_scores(diagnostics).items()}
+
+
+def depth_priors(num_blocks: int) -> dict[str, list[float]]:
+    """`prior:mid` (minus the distance of block k from the middle of depth, (L-1)/2) and
+    `prior:shallow` (-k): what ranking blocks by depth alone predicts, at no cost."""
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks must be >= 1 (got {num_blocks})")
+    middle = (num_blocks - 1) / 2
+    return {"prior:mid": [-abs(k - middle) for k in range(num_blocks)],
+            "prior:shallow": [-float(k) for k in range(num_blocks)]}
 
 
 def metric_seconds(diagnostics: dict) -> dict[str, float]:
