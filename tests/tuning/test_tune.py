@@ -49,6 +49,14 @@ def test_a_window_nearly_as_good_as_top_k_wins():
     assert "down to block 3" in choice.reason
 
 
+def test_the_choice_says_how_much_of_the_estimate_is_depth():
+    falling = choose({"a": [6, 5, 4, 3, 2, 1], "b": [6, 5, 4, 3, 2, 1]}, 2, "a")
+    assert falling.depth_spearman == pytest.approx(1.0)  # the first block first: depth alone
+    hump = choose({"a": [1, 3, 6, 5, 2, 0], "b": [1, 3, 6, 5, 2, 0]}, 2, "a")
+    assert hump.blocks == [2, 3] and abs(hump.depth_spearman) < 0.9
+    assert choose({"a": [1.0] * 4}, 1, "a").depth_spearman is None  # flat: no ranking at all
+
+
 def test_scattered_importance_is_top_k():
     scores = [10, 0.1, 0.1, 0.1, 10, 0.1]
     choice = choose({"a": scores, "b": scores}, 2, "a")
@@ -74,6 +82,8 @@ def test_tune_sft_end_to_end_and_resumed_without_retraining(capsys, tmp_path):
     assert verified["ok"] and verified["changed_outside"] == 0 and verified["changed_inside"] > 0
     assert doc["baselines"]["mid"]["blocks"] == [1, 2]
     assert "Chosen:" in (out / "report.html").read_text() and (out / "estimates.png").is_file()
+    assert -1.0 <= doc["choice"]["depth_spearman"] <= 1.0
+    assert "Spearman of the estimate with depth" in (out / "report.html").read_text()
     assert f"verified      nothing outside blocks {','.join(map(str, blocks))} changed" in stdout
     stamp = (out / "run" / "metrics.json").stat().st_mtime_ns
     code, _, err = run(capsys, *argv)

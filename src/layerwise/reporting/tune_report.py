@@ -57,7 +57,11 @@ def write_tune_report(result, out: Path) -> Path:
              + (f"; cost {result.estimate_seconds:.1f} s (one backward pass)"
                 if result.estimate_seconds else "")
              + (f"; Spearman between the two estimators {c.agreement:.2f}"
-                if c.agreement is not None else "") + ".</p>",
+                if c.agreement is not None else "")
+             + (f"; Spearman of the estimate with depth (first block first) "
+                f"{c.depth_spearman:.2f}" + (": it ranks by depth almost alone, which is a free "
+                                            "prior" if abs(c.depth_spearman) >= 0.9 else "")
+                if getattr(c, "depth_spearman", None) is not None else "") + ".</p>",
              img_tag(plot, "per-block estimates"),
              table(["policy", "blocks", "share of the estimated gain"],
                    [[name, ", ".join(map(str, v["blocks"])), v.get("share")]

@@ -53,6 +53,9 @@ class Choice:
     primary: str  # the estimator the ranking comes from
     agreement: float | None = None  # Spearman between the two estimators, when there are two
     candidates: dict[str, dict] = field(default_factory=dict)  # policy -> blocks and share
+    # Spearman of the primary estimate with depth (the first block first): near 1, the estimate
+    # ranks by depth alone, and depth alone is a free prior (`prior:shallow` in `estimate`)
+    depth_spearman: float | None = None
 
 
 def mid_window(num_blocks: int, k: int) -> list[int]:
@@ -80,6 +83,8 @@ def choose(estimates: dict[str, list[float]], k: int, primary: str) -> Choice:
         return Choice("mid-K", mid, f"the {primary} estimate is flat or not finite: no ranking to "
                       "follow, so the middle of depth", primary,
                       candidates={"mid-K": {"blocks": mid}})
+    depth, _ = spearman(scores, [-float(b) for b in range(n)])
+    depth = depth if math.isfinite(depth) else None
     total = sum(max(s, 0.0) for s in scores) or 1.0
     share = lambda blocks: sum(max(scores[b], 0.0) for b in blocks) / total  # noqa: E731
     top = sorted(sorted(range(n), key=lambda b: -scores[b])[:k])
@@ -94,14 +99,14 @@ def choose(estimates: dict[str, list[float]], k: int, primary: str) -> Choice:
         if not math.isfinite(rho) or rho < AGREE:
             return Choice("mid-K", mid, f"{primary} and {others[0]} disagree on the ranking "
                           f"(Spearman {rho:.2f} < {AGREE}): the middle of depth", primary, rho,
-                          candidates)
+                          candidates, depth)
     if top == window:
         return Choice("top-K", top, f"the {k} blocks {primary} ranks first are contiguous "
-                      f"({100 * share(top):.0f}% of its total)", primary, rho, candidates)
+                      f"({100 * share(top):.0f}% of its total)", primary, rho, candidates, depth)
     if share(window) >= WINDOW_SHARE * share(top):
         return Choice("window", window, f"the best contiguous window keeps "
                       f"{100 * share(window):.0f}% of the estimated gain against top-K's "
                       f"{100 * share(top):.0f}% and backpropagates only down to block {window[0]} "
-                      f"(top-K: block {top[0]})", primary, rho, candidates)
+                      f"(top-K: block {top[0]})", primary, rho, candidates, depth)
     return Choice("top-K", top, f"top-K holds {100 * share(top):.0f}% of the estimated gain, the "
-                  f"best window only {100 * share(window):.0f}%", primary, rho, candidates)
+                  f"best window only {100 * share(window):.0f}%", primary, rho, candidates, depth)

@@ -190,6 +190,9 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
                         choice=choice)
     _save(result)
     say(f"choice: {choice.policy} blocks {', '.join(map(str, choice.blocks))} ({choice.reason})")
+    if choice.depth_spearman is not None and abs(choice.depth_spearman) >= 0.9:
+        say(f"note: the {primary} estimate ranks blocks by depth almost alone (Spearman "
+            f"{choice.depth_spearman:.2f} with the first block first)")
     base = _base_checkpoint(cfg, loaded, out)
     del loaded
     spec = ",".join(map(str, choice.blocks))
