@@ -12,7 +12,7 @@ import torch
 from layerwise.models import discover_layers, load_model
 from layerwise.sweeps.estimators import (
     _completion_logprob_loss, agreement, delta_estimates, depth_priors, gradient_estimates,
-    gradient_norms, metric_seconds, probe_gains)
+    gradient_norms, metric_seconds, probe_gains, profile_blocks, profile_estimates)
 from layerwise.tasks.base import sft_examples
 from layerwise.sweeps.runner import run_sweep
 from layerwise.sweeps.spec import SweepSpec
@@ -193,6 +193,35 @@ def test_a_metric_costs_its_own_diagnostics_seconds_not_the_whole_run():
     assert by["metric:x"]["cost_in_runs"] == 25.0
 
 
+def test_profile_blocks_spread_over_depth():
+    assert profile_blocks(30, 5) == [0, 7, 14, 22, 29]
+    assert profile_blocks(4, 5) == [0, 1, 2, 3] and profile_blocks(4, 2) == [0, 3]
+    with pytest.raises(ValueError, match="at least 2 blocks"):
+        profile_blocks(30, 1)
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo"])
+def test_profile_trains_real_runs_and_interpolates_over_depth(toy_task, method):
+    loaded = load_model("tiny:llama")
+    before = {n: p.clone() for n, p in loaded.model.named_parameters()}
+    template = {"task": toy_task, "method": method, "lr": 3e-3, "batch_size": 4, "n_train": 8,
+                "num_generations": 2, "steps": 12}
+    info, seconds = {}, {}
+    est = profile_estimates(loaded, template, probes=2, steps=4, seed=1, model="tiny:llama",
+                            seconds=seconds, info=info)
+    assert info["blocks"] == [0, 3] and info["seed"] == 101 and info["steps"] == 4
+    assert info["signal"] == ("loss" if method == "sft" else "reward")
+    a, b = info["scores"]
+    assert est == pytest.approx([a, a + (b - a) / 3, a + 2 * (b - a) / 3, b])  # linear in depth
+    if method == "sft":
+        assert a < 0 and b < 0 and a != b  # minus two different runs' training losses
+    assert seconds["profile"] > 0
+    # the runs trained copies: the model the estimate was handed is untouched
+    assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        profile_estimates(loaded, template, probes=2, steps=1)
+
+
 def test_depth_priors_rank_by_depth_alone():
     priors = depth_priors(5)
     assert priors["prior:shallow"] == [0.0, -1.0, -2.0, -3.0, -4.0]
@@ -221,7 +250,11 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
     assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr", "probe",
-                     "prior:mid", "prior:shallow"}
+                     "profile", "prior:mid", "prior:shallow"}
+    # the profile: real single-block runs of 12 // (5 + 1) = 2 steps at blocks spread over depth
+    assert doc["profile"]["blocks"] == [0, 1, 2, 3] and doc["profile"]["steps"] == 2
+    assert doc["estimates"]["profile"] == pytest.approx(doc["profile"]["scores"])
+    assert all(v < 0 for v in doc["profile"]["scores"])  # minus a training loss
     assert doc["estimates"]["prior:shallow"] == [0.0, -1.0, -2.0, -3.0]  # depth alone, 4 blocks
     assert doc["gradient_batches"] == 4 and doc["probe_steps"] == 4
     assert doc["probe_prefix_cache"] is True and len(doc["estimates"]["probe"]) == 4
@@ -232,6 +265,7 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     assert code == 0, err
     seed5 = json.loads((tmp_path / "seed5.json").read_text())
     assert {r["estimator"] for r in seed5["rows"]} == names - {"delta", "probe"}
+    assert seed5["profile"]["seed"] == 105 and seed5["profile"]["scores"] != doc["profile"]["scores"]
     assert seed5["gradient_seed"] == 5 and seed5["estimates"]["gradient"] != doc["estimates"]["gradient"]
     assert len(doc["estimates"]["delta"]) == 4 and doc["sweep_seconds"] > 0
     measuring = [r for r in doc["rows"] if not r["estimator"].startswith("prior:")]

@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a full training run (DIR/model); default: the sweep's own full-seed0/")
     p.add_argument("--no-delta", action="store_true", help="skip the one-full-run estimator")
     p.add_argument("--no-gradient", action="store_true",
-                   help="skip the gradient estimators (gradient, adam-gain, adam-snr, adam-val, "
-                        "probe)")
+                   help="skip the estimators that compute or train (gradient, adam-gain, "
+                        "adam-snr, adam-val, probe, profile)")
     p.add_argument("--gradient-prompts", type=int, default=8,
                    help="training prompts per gradient batch (default 8)")
     p.add_argument("--gradient-batches", type=int, default=4,
@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-steps", type=int, default=4,
                    help="probe: AdamW steps on each block alone (at the sweep's --lr) before its "
                         "held-out loss drop is measured; 0 skips the probe (default 4)")
+    p.add_argument("--profile-blocks", type=int, default=5,
+                   help="profile: blocks evenly spaced over depth, each trained alone for "
+                        "--profile-steps steps as the sweep trains, their training loss (RL: "
+                        "reward) interpolated over depth; 0 skips the profile (default 5)")
+    p.add_argument("--profile-steps", type=int, default=None,
+                   help="profile: steps per block (default: the sweep's steps / (blocks + 1), so "
+                        "the profile costs less than one single-block run's training)")
     p.add_argument("--out", default=None, metavar="FILE", help="default: SWEEP_DIR/estimators.json")
 
 
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.sweeps.outputs import partial_note
     from layerwise.sweeps.estimators import (
         Timer, agreement, delta_estimates, depth_priors, gradient_norms, metric_estimates,
-        metric_seconds, probe_gains)
+        metric_seconds, probe_gains, profile_estimates)
     from layerwise.sweeps.store import open_store
     from layerwise.tasks.registry import get_task
     from layerwise.training.result import read_run
@@ -83,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.gradient_batches}: both must be >= 1")
     if args.probe_steps < 0:
         raise LayerwiseError(f"--probe-steps {args.probe_steps}: must be >= 0 (0 skips the probe)")
+    if args.profile_blocks < 0 or args.profile_blocks == 1:
+        raise LayerwiseError(f"--profile-blocks {args.profile_blocks}: 0 skips the profile, else "
+                             "at least 2 (it interpolates between them)")
+    if args.profile_steps is not None and args.profile_steps < 2:
+        raise LayerwiseError(f"--profile-steps {args.profile_steps}: at least 2 (it scores steps "
+                             "s/2..s)")
 
     check_output_file(args.out if args.out else sweep_dir / "estimators.json",
                       "--out" if args.out else "estimate's output")
@@ -148,6 +161,20 @@ def run(args: argparse.Namespace) -> int:
             n_prompts=args.gradient_prompts, num_generations=int(train.get("num_generations") or 8),
             max_new_tokens=train.get("max_completion_length"), seed=args.gradient_seed,
             seconds=seconds, info=probe_info)
+    profile_info: dict = {}
+    template = next((r["spec"].get("train") for r in runs if r["status"] == "completed"
+                     and len(r["spec"].get("blocks") or []) == 1
+                     and r["spec"].get("kind") != "full"), None)
+    if not args.no_gradient and args.profile_blocks and template:
+        # a few real single-block runs, cut short, at blocks spread over depth
+        steps = args.profile_steps or max(2, int(template.get("steps") or 2)
+                                          // (args.profile_blocks + 1))
+        base_run = next((r for r in runs if r["spec"].get("kind") == "base"
+                         and r["status"] == "completed"), None)
+        estimates["profile"] = profile_estimates(
+            base, template, probes=args.profile_blocks, steps=steps, seed=args.gradient_seed,
+            model=spec.get("model"), base=(base_run or {}).get("metrics"), seconds=seconds,
+            info=profile_info)
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
     partial = partial_note(doc.get("notes"))
@@ -156,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         "sweep": str(sweep_dir), "sweep_seconds": sweep_seconds,
         "gradient_prompts": args.gradient_prompts, "gradient_batches": args.gradient_batches,
         "gradient_seed": args.gradient_seed, "probe_steps": args.probe_steps,
-        "probe_prefix_cache": probe_info.get("prefix_cache"),
+        "probe_prefix_cache": probe_info.get("prefix_cache"), "profile": profile_info or None,
         "single_block_run_seconds": run_seconds, "rows": rows,
         "sweep_partial": partial is not None,
         "estimates": estimates, "measured": column.per_block}, "null"), indent=2) + "\n")

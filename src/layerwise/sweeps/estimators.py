@@ -16,6 +16,12 @@ A per-block sweep costs L+1 training runs. Three estimators cost far less:
   Over several batches, `adam-snr` = sum mu^2 / sqrt(mean g^2): Adam's expected per-step drop.
 - `probe`: a few AdamW steps on block k alone, from the cached input of block k (the frozen
   prefix runs once for all blocks), scored by the drop of a held-out loss.
+- `profile`: a few real single-block runs cut short — P blocks evenly spaced over depth, each
+  trained alone for s steps exactly as a sweep run trains (the same trainer, batch size and rate,
+  fresh batches), scored by their training signal over steps s/2..s (SFT: minus the loss; RL: the
+  reward) and interpolated linearly over depth to every block. On the arithmetic ground truth the
+  ranking of C(k) appears in single-block training only after 10-30 steps, later than anything
+  measured at step 0 (docs/results/groundtruth.md); P runs of s steps is what that costs.
 - `prior:*` (`depth_priors`): no measurement at all, only each block's depth — `prior:mid`
   ranks blocks by closeness to the middle (the "mid-k" strategy), `prior:shallow` the first block
   first. The reference an estimator has to beat: where C(k) simply falls with depth, an estimator
@@ -41,6 +47,87 @@ from layerwise.training.methods import get_method
 def metric_estimates(diagnostics: dict) -> dict[str, list[float | None]]:
     """Every oriented diagnostics field, per block (higher = more important)."""
     return {f"metric:{k}": v for k, v in importance_scores(diagnostics).items()}
+
+
+# the profile's runs train on the task's items drawn with this seed offset, so that their batches
+# are none of a sweep seed's (sweeps use seeds 0, 1, ...): an estimate, not a replay of the sweep
+PROFILE_SEED_OFFSET = 100
+
+
+def profile_blocks(num_blocks: int, probes: int) -> list[int]:
+    """`probes` blocks evenly spaced from the first to the last (fewer when the model is shallower)."""
+    if probes < 2:
+        raise ValueError(f"the profile needs at least 2 blocks to interpolate (got {probes})")
+    if num_blocks == 1:
+        return [0]
+    return sorted({round(i * (num_blocks - 1) / (probes - 1)) for i in range(probes)})
+
+
+def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: int = 0,
+                      model: str | None = None, base: dict | None = None, seconds: dict[str, float] | None = None,
+                      info: dict | None = None) -> list[float]:
+    """`profile`: train each of `profile_blocks(L, probes)` alone for `steps` steps with the real
+    training path (`layerwise.training.runner.train`, the TrainConfig `template` of one of the
+    sweep's single-block runs: its method, task, rate, batch size) on a copy of `loaded`, score each
+    by the mean training signal of steps steps/2..steps (SFT: minus the loss; RL: the reward) and
+    interpolate linearly over depth. The runs evaluate one held-out item only (their score is not
+    used); `model` is the model spec `loaded` came from, `base` (the sweep's base scores) spares
+    scoring the base model again.
+
+    `info`, when given, receives the probed blocks, their scores and the signal's name.
+    """
+    import copy
+    import dataclasses
+
+    from layerwise.training.config import TrainConfig
+    from layerwise.training.result import Scores
+    from layerwise.training.runner import train
+
+    if steps < 2:
+        raise ValueError(f"the profile needs at least 2 steps per block (got {steps})")
+    start = time.perf_counter()
+    num_blocks = discover_layers(loaded.model).num_blocks
+    blocks = profile_blocks(num_blocks, probes)
+    key = "loss" if template.get("method", "sft") in ("sft", "dpo") else "reward"
+    sign = -1.0 if key == "loss" else 1.0
+    scores = []
+    for b in blocks:
+        config = TrainConfig(**{**template, "layers": str(b), "full": False, "steps": steps,
+                                "seed": PROFILE_SEED_OFFSET + seed, "eval_n": 1,
+                                "general_seqs": 1, "general_seq_len": 32, "out": None,
+                                "progress": False, "eval_every": None, "save_every": None})
+        copy_ = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
+        result = train(config, model, loaded=copy_,
+                       base=Scores.from_dict(base) if base else None)
+        if result.status != "completed":
+            raise RuntimeError(f"profile run of block {b} {result.status}: {result.failure}")
+        vals = [h[key] for h in result.history
+                if isinstance(h.get(key), (int, float)) and steps / 2 < h.get("step", 0) <= steps]
+        if not vals:
+            raise RuntimeError(f"profile run of block {b} logged no {key!r} in steps "
+                               f"{steps // 2 + 1}..{steps}")
+        scores.append(sign * sum(vals) / len(vals))
+        del copy_
+    out = []
+    for k in range(num_blocks):  # linear interpolation between the probed blocks
+        if k <= blocks[0] or len(blocks) == 1:
+            out.append(scores[0])
+            continue
+        if k >= blocks[-1]:
+            out.append(scores[-1])
+            continue
+        i = max(j for j in range(len(blocks)) if blocks[j] <= k)
+        if blocks[i] == k:
+            out.append(scores[i])
+            continue
+        t = (k - blocks[i]) / (blocks[i + 1] - blocks[i])
+        out.append((1 - t) * scores[i] + t * scores[i + 1])
+    if info is not None:
+        info.update({"blocks": blocks, "scores": scores, "signal": key, "steps": steps,
+                     "seed": PROFILE_SEED_OFFSET + seed})
+    if seconds is not None:
+        seconds["profile"] = time.perf_counter() - start
+    return out
 
 
 def depth_priors(num_blocks: int) -> dict[str, list[float]]:
