@@ -33,18 +33,20 @@ _WINDOWED = ("loss", "reward")
 
 
 def _thin(metrics: dict | None) -> dict | None:
-    """Every 10th history entry (and the last), each with `<key>_window_mean`: the mean of that
-    key over the entries since the previous kept one."""
+    """The history entries of every 10th step (and the last entry), each with `<key>_window_mean`:
+    the mean of that key over the entries since the previous kept one. Cut by step, not by
+    position, so cutting a kept (already cut) history again changes nothing."""
     if metrics and isinstance(metrics.get("history"), list):
         hist = metrics["history"]
         kept, window = [], []
         for i, h in enumerate(hist):
             window.append(h)
-            if i % 10 == 9 or i == len(hist) - 1:
+            step = h.get("step")
+            if (isinstance(step, int) and step % 10 == 0) or i == len(hist) - 1:
                 entry = dict(h)
                 for key in _WINDOWED:
                     vals = [w[key] for w in window if isinstance(w.get(key), (int, float))]
-                    if vals and key in h:
+                    if len(vals) > 1 and key in h:  # a mean of one value is no window mean
                         entry[f"{key}_window_mean"] = sum(vals) / len(vals)
                 kept.append(entry)
                 window = []

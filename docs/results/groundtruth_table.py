@@ -4,7 +4,8 @@
 
 Reads the kept sweeps (DEST/sweeps/NAME/runs.jsonl, written by groundtruth_keep.py save) and
 the kept estimates (DEST/estimates/NAME/seedS-bB.json, written by `run_groundtruth.sh
-estimates`: `layerwise estimate` with gradient seed S and B gradient batches), and writes
+estimates`: `layerwise estimate` with gradient seed S and B gradient batches; seedS-profile.json:
+the profile estimator with seed S), and writes
 DEST/table.md and DEST/contribution.png:
 
 1. per sweep: the base and full scores, the best single block and its C, how many blocks reach
@@ -99,12 +100,15 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
     measured = sweep["complete"]
     out: dict[str, list[dict]] = {}
     diag_seconds = metric_seconds(json.loads(DIAG.read_text())) if DIAG.is_file() else {}
-    for path in sorted(est_dir.glob("seed*-b*.json")):
+    for path in sorted(est_dir.glob("seed*-b*.json")) + sorted(est_dir.glob("seed*-profile.json")):
         doc = json.loads(path.read_text())
+        only = {"profile"} if path.name.endswith("-profile.json") else None  # its own file
         batches = int(doc.get("gradient_batches") or 1)
         times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
         times.update({k: v for k, v in diag_seconds.items() if k in times})
         for name, values in doc["estimates"].items():
+            if (only is not None and name not in only) or (only is None and name == "profile"):
+                continue
             shown = name
             if batches in _SUFFIX and name in ("gradient", "adam-gain", "adam-val"):
                 shown = name + _SUFFIX[batches]
@@ -112,6 +116,9 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
                 shown = f"{name} ({batches} batches)"
             elif name == "probe":
                 shown = f"probe ({doc.get('probe_steps')} steps)"
+            elif name == "profile":
+                prof = doc.get("profile") or {}
+                shown = f"profile ({len(prof.get('blocks') or [])} blocks x {prof.get('steps')} steps)"
             blocks = sorted(measured)
             est = {b: values[b] for b in blocks if b < len(values) and values[b] is not None}
             rho, _ = spearman([est.get(b) for b in blocks], [measured[b] for b in blocks])
@@ -133,8 +140,9 @@ def truncated_rows(rows: list[dict], sweep: dict) -> list[dict]:
     blocks by the training signal of steps s/2..s (SFT: minus the loss; GRPO: the reward; the
     kept 10-step window means where the run was kept with them, else the kept 10th-step values).
     What a probe that trains every block for s steps of the real run (fresh batches, the sweep's
-    rate) would see. One row per kept step s: Spearman and top-1 regret against the mean C, mean ±
-    sd over the sweep seeds, and the cost: L blocks x s steps of single-block training, in
+    rate) would see. One row per kept step s: Spearman and top-1 regret of each seed's cut runs
+    against the other seeds' mean C (the runs' own end shares their noise), mean ± sd over the
+    sweep seeds, and the cost: L blocks x s steps of single-block training, in
     single-block runs (their median training seconds over the median wall seconds: the
     evaluations and the loading a run also pays are not charged)."""
     measured = sweep["complete"]
@@ -159,10 +167,22 @@ def truncated_rows(rows: list[dict], sweep: dict) -> list[dict]:
     train_share = statistics.median(trains) / statistics.median(walls) if walls else 1.0
     marks = sorted({h["step"] for hs in hist.values() for v in hs.values() for h in v
                     if key in h})
+    per_c = sweep["per_seed"]
+
+    def judge(seed: int) -> dict[int, float]:
+        """C(k) to judge seed's cut runs by: the other sweep seeds' mean, since the same runs'
+        own end would share their noise (one sweep seed: those, flagged as optimistic)."""
+        others = [per_c[o] for o in per_c if o != seed]
+        if not others:
+            return per_c.get(seed, measured)
+        return {b: statistics.mean(o[b] for o in others) for b in measured
+                if all(b in o for o in others)}
+
     out = []
     for s in marks:
         per_seed = []
         for seed, by_block in sorted(hist.items()):
+            measured = judge(seed)
             score = {}
             for b, h in by_block.items():
                 vals = [e.get(f"{key}_window_mean", e[key]) for e in h
@@ -175,7 +195,8 @@ def truncated_rows(rows: list[dict], sweep: dict) -> list[dict]:
                 per_seed.append((rho, _regret(score, measured)))
         if per_seed:
             out.append({"step": s, "signal": key, "per_seed": per_seed,
-                        "cost": len(measured) * s / steps * train_share})
+                        "cost": len(sweep["complete"]) * s / steps * train_share,
+                        "same_runs": len(per_c) < 2})
     return out
 
 
@@ -226,9 +247,11 @@ def main() -> None:
         trows = truncated_rows(_rows(dest / "sweeps" / s["name"]), s)
         if not trows:
             continue
+        judged = ("judged by the same runs' C: one sweep seed, optimistic" if trows[0]["same_runs"]
+                  else "each seed's cut runs judged by the other seed's C")
         trunc_lines += [f"\n**{s['name']}**, every single-block run cut after s steps, blocks "
                         f"ranked by the {trows[0]['signal']} of steps s/2..s "
-                        f"({len(trows[0]['per_seed'])} sweep seeds)\n",
+                        f"({len(trows[0]['per_seed'])} sweep seeds; {judged})\n",
                         "| s (steps of every block) | Spearman | top-1 regret "
                         "| cost in single-block runs |", "|---:|---:|---:|---:|"]
         for t in trows:

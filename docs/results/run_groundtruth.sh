@@ -52,18 +52,20 @@ task_args() {  # a sweep's task name -> the train flags for it
   esac
 }
 
-estimates() {  # $1 = sweep name (task-method): gradient seeds 0,1,2; 1 batch and 4 (+ probe)
-  local dir=$OUT/$1 est=$KEEP/estimates/$1
+estimates() {  # $1 = sweep name (task-method): gradient seeds 0,1,2; 1 batch and 4 (+ probe);
+  local dir=$OUT/$1 est=$KEEP/estimates/$1  # the profile (5 blocks) in files of its own
   grep -qs '"selections"' $dir/contribution.json || return 0
   mkdir -p $est
   for s in 0 1 2; do
+    [ -f $est/seed$s-profile.json ] || $LW estimate $dir --no-delta --gradient-batches 1 \
+        --probe-steps 0 --profile-blocks 5 --gradient-seed $s --out $est/seed$s-profile.json -q
     [ -f $est/seed$s-b1.json ] || $LW estimate $dir --no-delta --gradient-batches 1 \
-        --probe-steps 0 --gradient-seed $s --out $est/seed$s-b1.json -q
+        --probe-steps 0 --profile-blocks 0 --gradient-seed $s --out $est/seed$s-b1.json -q
     if [ ! -f $est/seed$s-b4.json ]; then
       delta=(--no-delta)  # the delta estimator (one full run) does not depend on the seed
       [ $s = 0 ] && [ -d $dir/full-seed0/model ] && delta=()
       $LW estimate $dir "${delta[@]}" --diagnostics $DIAG --gradient-batches 4 --gradient-seed $s \
-          --out $est/seed$s-b4.json -q
+          --profile-blocks 0 --out $est/seed$s-b4.json -q
     fi
   done
 }
