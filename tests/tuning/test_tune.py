@@ -120,6 +120,39 @@ def test_tune_ranks_by_adam_snr_over_several_batches(capsys, tmp_path):
                                                       doc["estimates"]["adam-gain"]))
 
 
+def test_tune_ranks_by_the_profile_of_short_real_runs(capsys, tmp_path):
+    out = tmp_path / "tune"
+    argv = ("tune", "--model", "tiny:llama", "--task", "arithmetic", "--budget", "1",
+            "--steps", "6", "--n-train", "8", "--eval-n", "2", "--batch-size", "4",
+            "--estimator", "profile", "--profile-blocks", "2", "--estimate-prompts", "2",
+            "--estimate-batches", "1", "--out", str(out), "-q")
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    doc = json.loads((out / "tune.json").read_text())
+    assert doc["estimator"] == "profile" and list(doc["estimates"]) == ["profile", "adam-gain"]
+    prof = doc["estimates"]["profile"]  # blocks 0 and 3 trained 6 // 3 = 2 steps, in between linear
+    assert prof[1] == pytest.approx(prof[0] + (prof[3] - prof[0]) / 3) and prof[0] < 0
+    # the choice follows the profile alone: adam-gain is shown, not a veto
+    assert doc["choice"]["blocks"] == [0 if prof[0] >= prof[3] else 3]
+    assert doc["choice"]["policy"] != "mid-K" and doc["choice"]["agreement"] is not None
+    assert doc["settings"]["profile_blocks"] == 2 and doc["settings"]["profile_steps"] is None
+    # the same settings resume; another profile size is another tune
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    code, _, err = run(capsys, *argv[:-3], "--profile-blocks", "3", "--out", str(out), "-q")
+    assert code == 2 and "holds a tune with other settings" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--profile-blocks", "1"), "at least 2 blocks"), (("--profile-steps", "1"), "at least 2 steps")])
+def test_an_impossible_profile_is_refused_before_loading(capsys, tmp_path, flags, message):
+    code, out, err = run(capsys, "tune", "--model", "tiny:llama", "--task", "arithmetic",
+                         "--budget", "1", "--estimator", "profile", *flags,
+                         "--out", str(tmp_path / "t"), "-q")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t" / "tune.json").exists()
+
+
 def test_an_estimate_file_ranks_the_blocks(capsys, tmp_path):
     scores = {"layers": [{"index": i, "score": s} for i, s in enumerate([0.1, 0.2, 5.0, 0.3])],
               "num_blocks": 4}
@@ -134,3 +167,17 @@ def test_an_estimate_file_ranks_the_blocks(capsys, tmp_path):
     doc = json.loads((out / "tune.json").read_text())
     assert doc["estimator"] == "file:score" and doc["choice"]["blocks"] == [2]
     assert doc["estimate_seconds"] is None
+
+
+def test_a_tune_written_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    from layerwise.tuning.recipe import TUNE_FILE, TuneConfig, _check_resume
+
+    cfg = TuneConfig(model="tiny:llama", task="arithmetic", method="sft", budget="1",
+                     out=str(tmp_path))
+    old = {k: v for k, v in cfg.settings().items() if not k.startswith("profile_")}
+    (tmp_path / TUNE_FILE).write_text(json.dumps({"settings": old}))
+    assert _check_resume(cfg)["settings"] == old  # the missing profile settings: their defaults
+    changed = TuneConfig(model="tiny:llama", task="arithmetic", method="sft", budget="1",
+                         out=str(tmp_path), profile_blocks=3)
+    with pytest.raises(LayerwiseError, match="other settings"):
+        _check_resume(changed)

@@ -33,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what ranks the blocks: adam-gain (||g_k||_1, one backward pass per "
                         "batch), adam-snr (Adam's expected per-step gain over --estimate-batches "
                         ">= 2 batches), probe (--probe-steps AdamW steps per block from the cached "
-                        "frozen prefix, held-out loss drop) (default: %(default)s)")
+                        "frozen prefix, held-out loss drop), profile (--profile-blocks blocks "
+                        "spread over depth, each trained alone for --profile-steps steps as the "
+                        "run will train, training loss or reward interpolated over depth) "
+                        "(default: %(default)s)")
     p.add_argument("--estimate-batches", type=int, default=4,
                    help="batches of --estimate-prompts prompts whose mean gradient the estimate "
                         "uses (default: %(default)s: against the arithmetic SFT ground truth, 4 "
@@ -41,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0.871 +- 0.057)")
     p.add_argument("--probe-steps", type=int, default=4,
                    help="the probe's AdamW steps on each block (default: %(default)s)")
+    p.add_argument("--profile-blocks", type=int, default=5,
+                   help="the profile's blocks, evenly spaced over depth (default: %(default)s)")
+    p.add_argument("--profile-steps", type=int, default=None,
+                   help="the profile's steps per block (default: --steps / (--profile-blocks + "
+                        "1), so the profile costs less than the run it picks blocks for)")
     p.add_argument("--full-lr", type=float, default=None,
                    help="learning rate of the full baseline (default: --lr)")
     add_model_args(p)
@@ -68,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
                      baselines=tuple(b.strip() for b in args.baseline.split(",") if b.strip()),
                      estimates=args.estimates, estimate_prompts=args.estimate_prompts,
                      estimator=args.estimator, estimate_batches=args.estimate_batches,
-                     probe_steps=args.probe_steps,
+                     probe_steps=args.probe_steps, profile_blocks=args.profile_blocks,
+                     profile_steps=args.profile_steps,
                      seed=args.seed, train=train, full_lr=args.full_lr)
     say = (lambda _: None) if args.quiet else (lambda m: print(f"layerwise: {m}", file=sys.stderr))
     result = run_tune(cfg, say)

@@ -2,7 +2,8 @@
 
 The policy, and why:
 - **mid-K** when the estimates carry no ranking to trust: a flat or non-finite estimate, or two
-  estimators that disagree (Spearman below `AGREE`). The middle of depth is the published default
+  estimators that disagree (Spearman below `AGREE`; not for a primary that measures training
+  itself, the profile, where the second estimator is only shown). The middle of depth is the published default
   (SFT works best on the middle 20-80%; one middle block matched full RL), so it is the safe pick.
 - **window** when a contiguous window keeps at least `WINDOW_SHARE` of the top-K's estimated gain:
   a backward pass stops at the lowest trained block, so contiguous blocks high in the stack cost
@@ -73,8 +74,10 @@ def best_window(scores: list[float], k: int) -> list[int]:
     return list(range(best_start, best_start + k))
 
 
-def choose(estimates: dict[str, list[float]], k: int, primary: str) -> Choice:
-    """Pick k blocks from `estimates` (estimator -> per-block score, higher = more important)."""
+def choose(estimates: dict[str, list[float]], k: int, primary: str, veto: bool = True) -> Choice:
+    """Pick k blocks from `estimates` (estimator -> per-block score, higher = more important).
+    With `veto` off, a second estimator that disagrees is recorded (`agreement`) but does not send
+    the choice to mid-K: for a primary that measures training itself (the profile)."""
     scores = estimates[primary]
     n = len(scores)
     mid = mid_window(n, k)
@@ -96,7 +99,7 @@ def choose(estimates: dict[str, list[float]], k: int, primary: str) -> Choice:
     rho = None
     if others:
         rho, _ = spearman(scores, estimates[others[0]])
-        if not math.isfinite(rho) or rho < AGREE:
+        if veto and (not math.isfinite(rho) or rho < AGREE):
             return Choice("mid-K", mid, f"{primary} and {others[0]} disagree on the ranking "
                           f"(Spearman {rho:.2f} < {AGREE}): the middle of depth", primary, rho,
                           candidates, depth)

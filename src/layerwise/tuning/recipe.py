@@ -29,9 +29,9 @@ from layerwise.tuning.choose import Choice, choose, mid_window, parse_budget
 
 BASELINES = ("mid", "full", "lora")
 TUNE_FILE = "tune.json"
-ESTIMATORS = ("adam-gain", "adam-snr", "probe")
+ESTIMATORS = ("adam-gain", "adam-snr", "probe", "profile")
 SETTINGS = ("model", "task", "task_options", "method", "budget", "estimates", "estimator",
-            "estimate_batches", "probe_steps", "seed", "train")
+            "estimate_batches", "probe_steps", "profile_blocks", "profile_steps", "seed", "train")
 
 
 @dataclass
@@ -48,6 +48,8 @@ class TuneConfig:
     estimator: str = "adam-gain"  # what ranks the blocks (ESTIMATORS), when no estimates file
     estimate_batches: int = 4  # batches of estimate_prompts: their mean gradient (adam-snr: >= 2)
     probe_steps: int = 4  # the probe's AdamW steps per block
+    profile_blocks: int = 5  # the profile's blocks, evenly spaced over depth
+    profile_steps: int | None = None  # the profile's steps per block (None: steps // (blocks + 1))
     seed: int = 0
     train: dict = field(default_factory=dict)  # TrainConfig options (steps, lr, batch_size, ...)
     full_lr: float | None = None  # the full baseline's learning rate (default: train's)
@@ -121,6 +123,12 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
         raise LayerwiseError(f"--estimate-prompts {cfg.estimate_prompts}, --estimate-batches "
                              f"{cfg.estimate_batches} and --probe-steps {cfg.probe_steps}: each "
                              "must be >= 1")
+    if cfg.estimator == "profile" and cfg.profile_blocks < 2:
+        raise LayerwiseError(f"--profile-blocks {cfg.profile_blocks}: the profile needs at least "
+                             "2 blocks to interpolate between")
+    if cfg.estimator == "profile" and cfg.profile_steps is not None and cfg.profile_steps < 2:
+        raise LayerwiseError(f"--profile-steps {cfg.profile_steps}: the profile needs at least 2 "
+                             "steps per block (it scores steps s/2..s)")
     if cfg.estimator == "adam-snr" and cfg.estimate_batches < 2:
         raise LayerwiseError(f"--estimator adam-snr needs --estimate-batches >= 2 (got "
                              f"{cfg.estimate_batches}): it weighs the mean gradient by its "
@@ -162,7 +170,11 @@ def _check_resume(cfg: TuneConfig) -> dict | None:
     if not path.is_file():
         return None
     doc = read_json(path)
-    if json_safe(doc.get("settings")) != json_safe(cfg.settings()):
+    theirs = dict(doc.get("settings") or {}) if isinstance(doc.get("settings"), dict) else None
+    if theirs is not None:  # a tune written before a setting existed ran at its default
+        defaults = {f.name: f.default for f in dataclasses.fields(TuneConfig)}
+        theirs = {k: theirs.get(k, defaults.get(k)) for k in SETTINGS}
+    if json_safe(theirs) != json_safe(cfg.settings()):
         raise LayerwiseError(f"{cfg.out} holds a tune with other settings ({TUNE_FILE}); use "
                              "another --out or the same settings to resume it")
     return doc
@@ -184,7 +196,9 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     else:
         estimates, seconds = _estimate(cfg, task, loaded, layers)
     primary = next(iter(estimates))
-    choice = choose(estimates, k, primary)
+    # the profile measures training itself (short real runs): adam-gain is shown beside it, not
+    # a veto that sends the choice to the middle when the two disagree
+    choice = choose(estimates, k, primary, veto=primary != "profile")
     result = TuneResult(out=str(out), settings=cfg.settings(), num_blocks=layers.num_blocks, k=k,
                         estimator=primary, estimates=estimates, estimate_seconds=seconds,
                         choice=choice)
@@ -219,7 +233,8 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
 def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None]:
     """{primary estimator: per-block scores, second opinion: ...} and the seconds it took. The
     primary is cfg.estimator; the second opinion, whose disagreement sends the choice to mid-K,
-    is `gradient` (for adam-gain) or adam-gain (for adam-snr and probe)."""
+    is `gradient` (for adam-gain) or adam-gain (for adam-snr and probe; for the profile it is only
+    shown)."""
     from layerwise.sweeps.estimators import gradient_norms, probe_gains
     from layerwise.training.methods import get_method
 
@@ -240,6 +255,17 @@ def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None
                             max_new_tokens=train.get("max_completion_length"), seed=cfg.seed,
                             weight_decay=float(train.get("weight_decay") or 0.0))
         estimates = {"probe": probe, "adam-gain": norms["adam-gain"]}
+    elif cfg.estimator == "profile":
+        from layerwise.sweeps.estimators import profile_estimates
+        from layerwise.training.config import TrainConfig
+
+        steps = int(train.get("steps") or TrainConfig.steps)
+        template = {**train, "task": cfg.task, "task_options": cfg.task_options,
+                    "method": cfg.method}
+        profile = profile_estimates(
+            loaded, template, probes=cfg.profile_blocks, model=cfg.model, seed=cfg.seed,
+            steps=cfg.profile_steps or max(2, steps // (cfg.profile_blocks + 1)))
+        estimates = {"profile": profile, "adam-gain": norms["adam-gain"]}
     elif cfg.estimator == "adam-snr":
         estimates = {"adam-snr": norms["adam-snr"], "adam-gain": norms["adam-gain"]}
     else:
