@@ -54,7 +54,10 @@ def write_tune_report(result, out: Path) -> Path:
              f"{', '.join(map(str, c.blocks))}. Why: {html.escape(c.reason)}.</p>",
              "<h2>Evidence</h2>",
              f"<p class=\"help\">Estimator ranking the blocks: {html.escape(result.estimator)}"
-             + (f"; cost {result.estimate_seconds:.1f} s (one backward pass)"
+             + (f"; cost {result.estimate_seconds:.1f} s ("
+                + ("short single-block training runs" if result.estimator == "profile" else
+                   "forward and backward passes" if result.estimator != "probe" else
+                   "backward passes and a few steps per block") + ")"
                 if result.estimate_seconds else "")
              + (f"; Spearman between the two estimators {c.agreement:.2f}"
                 if c.agreement is not None else "")

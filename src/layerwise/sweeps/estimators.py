@@ -55,7 +55,7 @@ PROFILE_SEED_OFFSET = 100
 
 
 def profile_blocks(num_blocks: int, probes: int) -> list[int]:
-    """`probes` blocks evenly spaced from the first to the last (fewer when the model is shallower)."""
+    """`probes` blocks evenly spaced from the first to the last (fewer on a shallower model)."""
     if probes < 2:
         raise ValueError(f"the profile needs at least 2 blocks to interpolate (got {probes})")
     if num_blocks == 1:
@@ -64,7 +64,8 @@ def profile_blocks(num_blocks: int, probes: int) -> list[int]:
 
 
 def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: int = 0,
-                      model: str | None = None, base: dict | None = None, seconds: dict[str, float] | None = None,
+                      model: str | None = None, base: dict | None = None,
+                      seconds: dict[str, float] | None = None,
                       info: dict | None = None) -> list[float]:
     """`profile`: train each of `profile_blocks(L, probes)` alone for `steps` steps with the real
     training path (`layerwise.training.runner.train`, the TrainConfig `template` of one of the

@@ -3,8 +3,9 @@
 The policy, and why:
 - **mid-K** when the estimates carry no ranking to trust: a flat or non-finite estimate, or two
   estimators that disagree (Spearman below `AGREE`; not for a primary that measures training
-  itself, the profile, where the second estimator is only shown). The middle of depth is the published default
-  (SFT works best on the middle 20-80%; one middle block matched full RL), so it is the safe pick.
+  itself, the profile, where the second estimator is only shown). The middle of depth is the
+  published default (SFT works best on the middle 20-80%; one middle block matched full RL), so
+  it is the safe pick.
 - **window** when a contiguous window keeps at least `WINDOW_SHARE` of the top-K's estimated gain:
   a backward pass stops at the lowest trained block, so contiguous blocks high in the stack cost
   less compute and activation memory than the same number scattered down to block 0.
