@@ -109,20 +109,10 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
                                f"{steps // 2 + 1}..{steps}")
         scores.append(sign * sum(vals) / len(vals))
         del copy_
-    out = []
-    for k in range(num_blocks):  # linear interpolation between the probed blocks
-        if k <= blocks[0] or len(blocks) == 1:
-            out.append(scores[0])
-            continue
-        if k >= blocks[-1]:
-            out.append(scores[-1])
-            continue
-        i = max(j for j in range(len(blocks)) if blocks[j] <= k)
-        if blocks[i] == k:
-            out.append(scores[i])
-            continue
-        t = (k - blocks[i]) / (blocks[i + 1] - blocks[i])
-        out.append((1 - t) * scores[i] + t * scores[i + 1])
+    import numpy as np
+
+    # linear between the probed blocks, constant beyond the first and the last
+    out = [float(v) for v in np.interp(range(num_blocks), blocks, scores)]
     if info is not None:
         info.update({"blocks": blocks, "scores": scores, "signal": key, "steps": steps,
                      "seed": PROFILE_SEED_OFFSET + seed})
