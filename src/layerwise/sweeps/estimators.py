@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from layerwise.diagnostics.agreement import importance_scores, spearman
@@ -109,8 +110,6 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
                                f"{steps // 2 + 1}..{steps}")
         scores.append(sign * sum(vals) / len(vals))
         del copy_
-    import numpy as np
-
     # linear between the probed blocks, constant beyond the first and the last
     out = [float(v) for v in np.interp(range(num_blocks), blocks, scores)]
     if info is not None:
