@@ -6,7 +6,8 @@
 # the one-operation default). Why not `decision` or 2-digit operands: docs/results/groundtruth.md.
 # Each sweep is resumable (a SQLite store): rerun the same command after an interruption and only
 # missing runs run, so it can be spread over several sittings. Budget on 2 CPU cores (31 runs x
-# 2 seeds): 1.3 h (arithmetic) to about 3.5 h (steps2) per SFT sweep, about 6 h per GRPO sweep;
+# 2 seeds): 1.3 h (arithmetic) to about 3.5 h (steps2) per SFT sweep, about 6 h per GRPO sweep
+# (GRPO on steps2 is not swept: it does not learn that task, see groundtruth.md);
 # the steps and rates come from the curves first:
 #   bash docs/results/run_groundtruth.sh curves [OUT]    # full and block-15 runs, scored every
 #                                                        # 10 steps: where the curve flattens
@@ -40,7 +41,10 @@ sweep_args() {  # $1 = sweep name (task-method) -> its rates, steps and eval siz
     arithmetic-grpo) echo --lr 2e-4 --full-lr 1e-5 --steps 120 ;;
     # S_full - S_base is about 0.2 here: 200 held-out problems, not 60, to see C(k) through noise
     arithmetic-steps2-sft) echo --lr 3e-4 --full-lr 3e-5 --steps 120 --eval-n 200 ;;
-    arithmetic-steps2-grpo) echo --lr 2e-4 --full-lr 1e-5 --steps 120 --eval-n 200 ;;
+    # not swept: GRPO does not learn two-operation problems at any rate tried (the full run ends
+    # at 0.083-0.133 from 0.117 in 120 steps; groundtruth.md, curves), so C(k) would be noise
+    arithmetic-steps2-grpo) echo "$1: not swept (GRPO does not learn it: groundtruth.md)" >&2
+                            return 1 ;;
     *) echo "no sweep settings for $1" >&2; return 1 ;;
   esac
 }
@@ -100,7 +104,7 @@ fi
 for task in ${TASKS:-arithmetic arithmetic-steps2}; do
   for m in ${METHODS:-sft grpo}; do
     if [ $m = sft ]; then ARGS=("${SFT_BASE[@]}"); else ARGS=("${GRPO_BASE[@]}"); fi
-    settings=$(sweep_args $task-$m)
+    settings=$(sweep_args $task-$m) || continue
     $LW sweep $(task_args $task) "${ARGS[@]}" $settings --layers each --seeds 0,1 \
         --out $OUT/$task-$m -q
     .venv/bin/python docs/results/groundtruth_keep.py save $OUT $KEEP/sweeps
