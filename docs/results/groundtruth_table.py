@@ -5,7 +5,8 @@
 Reads the kept sweeps (DEST/sweeps/NAME/runs.jsonl, written by groundtruth_keep.py save) and
 the kept estimates (DEST/estimates/NAME/seedS-bB.json, written by `run_groundtruth.sh
 estimates`: `layerwise estimate` with gradient seed S and B gradient batches; seedS-profile.json:
-the profile estimator with seed S), and writes
+the profile estimator with seed S; delta.json: the delta estimator, where it has a file of its
+own), and writes
 DEST/table.md and DEST/contribution.png:
 
 1. per sweep: the base and full scores, the best single block and its C, how many blocks reach
@@ -100,9 +101,12 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
     measured = sweep["complete"]
     out: dict[str, list[dict]] = {}
     diag_seconds = metric_seconds(json.loads(DIAG.read_text())) if DIAG.is_file() else {}
-    for path in sorted(est_dir.glob("seed*-b*.json")) + sorted(est_dir.glob("seed*-profile.json")):
+    files = (sorted(est_dir.glob("seed*-b*.json")) + sorted(est_dir.glob("seed*-profile.json"))
+             + sorted(est_dir.glob("delta.json")))
+    for path in files:
         doc = json.loads(path.read_text())
-        only = {"profile"} if path.name.endswith("-profile.json") else None  # its own file
+        only = ({"profile"} if path.name.endswith("-profile.json")  # in files of their own
+                else {"delta"} if path.name == "delta.json" else None)
         batches = int(doc.get("gradient_batches") or 1)
         times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
         times.update({k: v for k, v in diag_seconds.items() if k in times})

@@ -15,6 +15,9 @@
 #                                                        # below), each followed by its estimates
 #   bash docs/results/run_groundtruth.sh estimates [OUT] # the estimators against every finished
 #                                                        # sweep, gradient seeds 0,1,2
+#   bash docs/results/run_groundtruth.sh delta [OUT]     # only the delta estimator (one full run)
+#                                                        # into estimates/NAME/delta.json, as soon
+#                                                        # as a full-seedS/model is on the machine
 # (defaults out/groundtruth; TASKS="arithmetic" for one task, METHODS="sft" for one method;
 #  curves: CURVE_STEPS (default 120), SFT_LR/SFT_FULL_LR/GRPO_LR/GRPO_FULL_LR with CURVE_TAG for
 #  curves at other rates)
@@ -56,21 +59,30 @@ task_args() {  # a sweep's task name -> the train flags for it
   esac
 }
 
+delta() {  # $1 = sweep name: the one-full-run estimator, from whichever full run's checkpoint
+  local dir=$OUT/$1 est=$KEEP/estimates/$1 f  # this machine has (full-seedS/model; out/ does not
+  [ -f $est/delta.json ] && return 0          # survive a machine, so run it while one is here)
+  grep -qs '"delta"' $est/seed0-b4.json && return 0  # (the SFT sweeps': inside seed0-b4.json)
+  for f in $dir/full-seed*/; do
+    [ -d $f/model ] || continue
+    mkdir -p $est
+    $LW estimate $dir --full-run $f --no-gradient --out $est/delta.json -q
+    return 0
+  done
+}
+
 estimates() {  # $1 = sweep name (task-method): gradient seeds 0,1,2; 1 batch and 4 (+ probe);
   local dir=$OUT/$1 est=$KEEP/estimates/$1  # the profile (5 blocks) in files of its own
   grep -qs '"selections"' $dir/contribution.json || return 0
+  delta $1
   mkdir -p $est
   for s in 0 1 2; do
     [ -f $est/seed$s-profile.json ] || $LW estimate $dir --no-delta --gradient-batches 1 \
         --probe-steps 0 --profile-blocks 5 --gradient-seed $s --out $est/seed$s-profile.json -q
     [ -f $est/seed$s-b1.json ] || $LW estimate $dir --no-delta --gradient-batches 1 \
         --probe-steps 0 --profile-blocks 0 --gradient-seed $s --out $est/seed$s-b1.json -q
-    if [ ! -f $est/seed$s-b4.json ]; then
-      delta=(--no-delta)  # the delta estimator (one full run) does not depend on the seed
-      [ $s = 0 ] && [ -d $dir/full-seed0/model ] && delta=()
-      $LW estimate $dir "${delta[@]}" --diagnostics $DIAG --gradient-batches 4 --gradient-seed $s \
-          --profile-blocks 0 --out $est/seed$s-b4.json -q
-    fi
+    [ -f $est/seed$s-b4.json ] || $LW estimate $dir --no-delta --diagnostics $DIAG \
+        --gradient-batches 4 --gradient-seed $s --profile-blocks 0 --out $est/seed$s-b4.json -q
   done
 }
 
@@ -92,6 +104,12 @@ if [ "$WHAT" = curves ]; then
             --eval-every 10 --out $dir --overwrite -q || true
       done
     done
+  done
+  exit 0
+fi
+if [ "$WHAT" = delta ]; then  # only the delta estimator, for the sweeps with a full run here
+  for task in ${TASKS:-arithmetic arithmetic-steps2}; do
+    for m in ${METHODS:-sft grpo}; do delta $task-$m; done
   done
   exit 0
 fi
