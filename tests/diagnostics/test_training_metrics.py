@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -52,20 +53,35 @@ def trained(ctx, steps: int = 60):
 
 
 def test_recovery_counts_steps_and_restores_the_block():
-    # Sized with margins both ways (a fresh venv of 2026-12-06 drew a tiny model on which 3x
-    # noise cost under 5%, and the earlier sizing failed): 4x noise costs ~21% perplexity, the
-    # target is +10%, and training the block crosses it by ~2% after ~10 steps.
-    ctx = trained(make_ctx(noise_fraction=4.0, recovery_blocks=(1,), recovery_max_steps=60,
-                           recovery_eval_every=2, recovery_lr=1e-3, recovery_tolerance_pct=10.0))
+    # The tiny model's draw changes with library versions (a fixed sizing failed twice on fresh
+    # venvs: the held-out perplexity never got within the tolerance), so the target is set from
+    # the block's own recovery curve: one pass that never recovers (tolerance 1e-6 %: the whole curve),
+    # then a tolerance halfway between the damage and the curve's best, which must then be
+    # reached at exactly the first checked step at or below it.
+    opts = dict(noise_fraction=4.0, recovery_blocks=(1,), recovery_max_steps=30,
+                recovery_eval_every=2, recovery_lr=1e-3)
+    ctx = trained(make_ctx(recovery_tolerance_pct=1e-6, **opts))
     before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+    first = recovery_metric(ctx)
+    intact = first.summary["intact_perplexity"]
+    curve = first.extra["curves"]["1"]
+    assert [s for s, _ in curve] == list(range(0, 31, 2))
+    damaged, best = curve[0][1], min(p for _, p in curve)
+    assert damaged > 1.05 * intact  # the noise did damage
+    assert best < damaged - 0.05 * (damaged - intact)  # training the block undoes some of it
+    reached = [s for s, p in curve if p <= first.summary["target_perplexity"]]
+    assert first.per_block["recovery_steps"][1] == (reached[0] if reached else math.inf)
+    target = (damaged + max(best, intact)) / 2
+    ctx.options = dataclasses.replace(ctx.options, recovery_tolerance_pct=100 * (target / intact - 1))
     result = recovery_metric(ctx)
     steps = result.per_block["recovery_steps"]
     assert result.summary["held_out_windows"] is True  # 2 batches: trains on one, checks the other
     assert steps[0] is None and steps[2] is None  # not asked for
-    curve = result.extra["curves"]["1"]
-    assert curve[0][1] > result.summary["target_perplexity"]  # the noise did damage
-    assert math.isfinite(steps[1]) and steps[1] > 0 and steps[1] % 2 == 0
-    assert curve[-1][1] <= result.summary["target_perplexity"]
+    assert steps[1] == next(s for s, p in curve if p <= result.summary["target_perplexity"])
+    assert steps[1] > 0 and steps[1] % 2 == 0
+    again = result.extra["curves"]["1"]  # the same noise, the same steps: the same curve
+    assert [s for s, _ in again] == [s for s, _ in curve[:len(again)]]
+    assert [p for _, p in again] == pytest.approx([p for _, p in curve[:len(again)]], rel=1e-5)
     assert all(torch.equal(before[n], p) for n, p in ctx.model.named_parameters())
     assert all(p.requires_grad for p in ctx.model.parameters())
 
