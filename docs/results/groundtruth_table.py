@@ -100,6 +100,9 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
             "steps": (rows[0]["spec"].get("train") or {}).get("steps") if rows else None}
 
 
+PROFILE = ("profile", "profile:logp")  # the profile's estimators (the same short runs)
+
+
 def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
     """{estimator: [{spearman, regret, seconds}, one per gradient seed]} against sweep's mean C."""
     measured = sweep["complete"]
@@ -109,13 +112,13 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
              + sorted(est_dir.glob("delta.json")))
     for path in files:
         doc = json.loads(path.read_text())
-        only = ({"profile"} if path.name.endswith("-profile.json")  # in files of their own
+        only = (set(PROFILE) if path.name.endswith("-profile.json")  # in files of their own
                 else {"delta"} if path.name == "delta.json" else None)
         batches = int(doc.get("gradient_batches") or 1)
         times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
         times.update({k: v for k, v in diag_seconds.items() if k in times})
         for name, values in doc["estimates"].items():
-            if (only is not None and name not in only) or (only is None and name == "profile"):
+            if (only is not None and name not in only) or (only is None and name in PROFILE):
                 continue
             shown = name
             if batches in _SUFFIX and name in ("gradient", "adam-gain", "adam-val"):
@@ -124,9 +127,9 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
                 shown = f"{name} ({batches} batches)"
             elif name == "probe":
                 shown = f"probe ({doc.get('probe_steps')} steps)"
-            elif name == "profile":
+            elif name in PROFILE:
                 prof = doc.get("profile") or {}
-                shown = f"profile ({len(prof.get('blocks') or [])} blocks x {prof.get('steps')} steps)"
+                shown = f"{name} ({len(prof.get('blocks') or [])} blocks x {prof.get('steps')} steps)"
             blocks = sorted(measured)
             est = {b: values[b] for b in blocks if b < len(values) and values[b] is not None}
             rho, _ = spearman([est.get(b) for b in blocks], [measured[b] for b in blocks])

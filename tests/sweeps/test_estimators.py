@@ -11,7 +11,7 @@ import torch
 
 from layerwise.models import discover_layers, load_model
 from layerwise.sweeps.estimators import (
-    _completion_logprob_loss, agreement, delta_estimates, depth_priors, gradient_estimates,
+    _answer_logp, _answer_pairs, _completion_logprob_loss, agreement, delta_estimates, depth_priors, gradient_estimates,
     gradient_norms, metric_seconds, probe_gains, profile_blocks, profile_estimates)
 from layerwise.tasks.base import sft_examples
 from layerwise.sweeps.runner import run_sweep
@@ -207,12 +207,23 @@ def test_profile_trains_real_runs_and_interpolates_over_depth(toy_task, method):
     template = {"task": toy_task, "method": method, "lr": 3e-3, "batch_size": 4, "n_train": 8,
                 "num_generations": 2, "steps": 12}
     info, seconds = {}, {}
-    est = profile_estimates(loaded, template, probes=2, steps=4, seed=1, model="tiny:llama",
-                            seconds=seconds, info=info)
+    ests = profile_estimates(loaded, template, probes=2, steps=4, seed=1, model="tiny:llama",
+                             answer_prompts=6, seconds=seconds, info=info)
+    assert set(ests) == {"profile", "profile:logp"}
     assert info["blocks"] == [0, 3] and info["seed"] == 101 and info["steps"] == 4
     assert info["signal"] == ("loss" if method == "sft" else "reward")
     a, b = info["scores"]
+    est = ests["profile"]
     assert est == pytest.approx([a, a + (b - a) / 3, a + 2 * (b - a) / 3, b])  # linear in depth
+    # profile:logp: each run's gain in answer log-likelihood, recomputed here from the base model
+    pairs = _answer_pairs(get_task(toy_task), 6, 102)
+    assert info["answer_prompts"] == len(pairs) > 0
+    assert info["base_answer_logp"] == pytest.approx(
+        _answer_logp(loaded.model, loaded.tokenizer, pairs), rel=1e-5)
+    ga, gb = info["answer_logp_gains"]
+    assert ga != 0 and gb != 0 and ga != gb  # both runs moved the answers' likelihood, differently
+    assert ests["profile:logp"] == pytest.approx([ga, ga + (gb - ga) / 3, ga + 2 * (gb - ga) / 3, gb])
+    assert seconds["profile:logp"] == seconds["profile"]
     if method == "sft":
         assert a < 0 and b < 0 and a != b  # minus two different runs' training losses
     assert seconds["profile"] > 0
@@ -220,6 +231,26 @@ def test_profile_trains_real_runs_and_interpolates_over_depth(toy_task, method):
     assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())
     with pytest.raises(ValueError, match="at least 2 steps"):
         profile_estimates(loaded, template, probes=2, steps=1)
+
+
+def test_answer_logp_is_the_mean_token_log_likelihood_of_each_answer():
+    loaded = load_model("tiny:llama")
+    tok = loaded.tokenizer
+    pairs = [("1+2=", "3"), ("what is seven plus one? ", "8, of course"), ("x", "yz w")]
+    got = _answer_logp(loaded.model, tok, pairs, batch_size=2)  # padded batches of 2 and 1
+    by_hand = []
+    with torch.no_grad():
+        for prompt, answer in pairs:
+            p_ids = tok(prompt)["input_ids"]
+            ids = torch.tensor([p_ids + tok(answer, add_special_tokens=False)["input_ids"]])
+            logp = torch.log_softmax(loaded.model(input_ids=ids).logits[0, :-1].float(), -1)
+            token = logp.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)[len(p_ids) - 1:]
+            by_hand.append(token.mean().item())
+    assert got == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-4)
+    for mode in (True, False):  # scored in eval mode, the caller's mode restored
+        loaded.model.train(mode)
+        assert _answer_logp(loaded.model, tok, pairs) == pytest.approx(got, rel=1e-4)
+        assert loaded.model.training is mode
 
 
 def test_depth_priors_rank_by_depth_alone():
@@ -250,7 +281,9 @@ def test_estimate_command_on_a_real_sweep(toy_task, tmp_path, capsys):
     doc = json.loads((tmp_path / "estimators.json").read_text())
     names = {r["estimator"] for r in doc["rows"]}
     assert names == {"delta", "gradient", "adam-gain", "adam-val", "adam-snr", "probe",
-                     "profile", "prior:mid", "prior:shallow"}
+                     "profile", "profile:logp", "prior:mid", "prior:shallow"}
+    assert doc["estimates"]["profile:logp"] == pytest.approx(doc["profile"]["answer_logp_gains"])
+    assert doc["profile"]["answer_prompts"] > 0
     # the profile: real single-block runs of 12 // (5 + 1) = 2 steps at blocks spread over depth
     assert doc["profile"]["blocks"] == [0, 1, 2, 3] and doc["profile"]["steps"] == 2
     assert doc["estimates"]["profile"] == pytest.approx(doc["profile"]["scores"])

@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile-blocks", type=int, default=5,
                    help="profile: blocks evenly spaced over depth, each trained alone for "
                         "--profile-steps steps as the sweep trains, their training loss (RL: "
-                        "reward) interpolated over depth; 0 skips the profile (default 5)")
+                        "reward) interpolated over depth; 0 skips the profile (default 5). The "
+                        "same runs also give profile:logp, scored by the gain in log-likelihood "
+                        "of the task's reference answers on 64 other training prompts")
     p.add_argument("--profile-steps", type=int, default=None,
                    help="profile: steps per block (default: the sweep's steps / (blocks + 1), so "
                         "the profile costs less than one single-block run's training)")
@@ -171,10 +173,10 @@ def run(args: argparse.Namespace) -> int:
                                           // (args.profile_blocks + 1))
         base_run = next((r for r in runs if r["spec"].get("kind") == "base"
                          and r["status"] == "completed"), None)
-        estimates["profile"] = profile_estimates(
+        estimates.update(profile_estimates(
             base, template, probes=args.profile_blocks, steps=steps, seed=args.gradient_seed,
             model=spec.get("model"), base=(base_run or {}).get("metrics"), seconds=seconds,
-            info=profile_info)
+            info=profile_info))
     rows = agreement(estimates, column.per_block, seconds, sweep_seconds, run_seconds)
     out = Path(args.out) if args.out else sweep_dir / "estimators.json"
     partial = partial_note(doc.get("notes"))

@@ -22,6 +22,10 @@ A per-block sweep costs L+1 training runs. Three estimators cost far less:
   reward) and interpolated linearly over depth to every block. On the arithmetic ground truth the
   ranking of C(k) appears in single-block training only after 10-30 steps, later than anything
   measured at step 0 (docs/results/groundtruth.md); P runs of s steps is what that costs.
+  `profile:logp` scores the same runs another way: the gain, over the base model, of the mean
+  per-token log-likelihood of the task's reference answers on other training prompts than the
+  runs' own first batch. Deterministic given the model (no sampling), where an RL run's reward is
+  the mean of sampled completions.
 - `prior:*` (`depth_priors`): no measurement at all, only each block's depth — `prior:mid`
   ranks blocks by closeness to the middle (the "mid-k" strategy), `prior:shallow` the first block
   first. The reference an estimator has to beat: where C(k) simply falls with depth, an estimator
@@ -66,21 +70,26 @@ def profile_blocks(num_blocks: int, probes: int) -> list[int]:
 
 def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: int = 0,
                       model: str | None = None, base: dict | None = None,
-                      seconds: dict[str, float] | None = None,
-                      info: dict | None = None) -> list[float]:
-    """`profile`: train each of `profile_blocks(L, probes)` alone for `steps` steps with the real
-    training path (`layerwise.training.runner.train`, the TrainConfig `template` of one of the
-    sweep's single-block runs: its method, task, rate, batch size) on a copy of `loaded`, score each
-    by the mean training signal of steps steps/2..steps (SFT: minus the loss; RL: the reward) and
-    interpolate linearly over depth. The runs evaluate one held-out item only (their score is not
-    used); `model` is the model spec `loaded` came from, `base` (the sweep's base scores) spares
-    scoring the base model again.
+                      answer_prompts: int = 64, seconds: dict[str, float] | None = None,
+                      info: dict | None = None) -> dict[str, list[float]]:
+    """`profile` and `profile:logp`: train each of `profile_blocks(L, probes)` alone for `steps`
+    steps with the real training path (`layerwise.training.runner.train`, the TrainConfig
+    `template` of one of the sweep's single-block runs: its method, task, rate, batch size) on a
+    copy of `loaded`, score each by the mean training signal of steps steps/2..steps (SFT: minus
+    the loss; RL: the reward) -> `profile`, and by the gain in mean per-token log-likelihood of
+    the task's reference answers on `answer_prompts` training prompts (drawn with another seed
+    than the runs' batches) over the base model -> `profile:logp`; both interpolated linearly
+    over depth. `profile:logp` is left out when the task has no reference answers (or
+    `answer_prompts` is 0). The runs evaluate one held-out item only (their score is not used);
+    `model` is the model spec `loaded` came from, `base` (the sweep's base scores) spares scoring
+    the base model again.
 
     `info`, when given, receives the probed blocks, their scores and the signal's name.
     """
     import copy
     import dataclasses
 
+    from layerwise.tasks.registry import get_task
     from layerwise.training.config import TrainConfig
     from layerwise.training.result import Scores
     from layerwise.training.runner import train
@@ -92,12 +101,17 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
     blocks = profile_blocks(num_blocks, probes)
     key = "loss" if template.get("method", "sft") in ("sft", "dpo") else "reward"
     sign = -1.0 if key == "loss" else 1.0
-    scores = []
-    for b in blocks:
-        config = TrainConfig(**{**template, "layers": str(b), "full": False, "steps": steps,
-                                "seed": PROFILE_SEED_OFFSET + seed, "eval_n": 1,
-                                "general_seqs": 1, "general_seq_len": 32, "out": None,
-                                "progress": False, "eval_every": None, "save_every": None})
+    configs = [TrainConfig(**{**template, "layers": str(b), "full": False, "steps": steps,
+                              "seed": PROFILE_SEED_OFFSET + seed, "eval_n": 1,
+                              "general_seqs": 1, "general_seq_len": 32, "out": None,
+                              "progress": False, "eval_every": None, "save_every": None})
+               for b in blocks]
+    pairs = _answer_pairs(get_task(configs[0].task, **configs[0].task_kwargs()), answer_prompts,
+                          PROFILE_SEED_OFFSET + seed + 1) if answer_prompts > 0 else []
+    ensure_pad_token(loaded.tokenizer)
+    base_logp = _answer_logp(loaded.model, loaded.tokenizer, pairs) if pairs else None
+    scores, logp_gains = [], []
+    for b, config in zip(blocks, configs):
         copy_ = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
         result = train(config, model, loaded=copy_,
                        base=Scores.from_dict(base) if base else None)
@@ -109,15 +123,56 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
             raise RuntimeError(f"profile run of block {b} logged no {key!r} in steps "
                                f"{steps // 2 + 1}..{steps}")
         scores.append(sign * sum(vals) / len(vals))
+        if pairs:  # the run trained copy_.model in place
+            logp_gains.append(_answer_logp(copy_.model, loaded.tokenizer, pairs) - base_logp)
         del copy_
     # linear between the probed blocks, constant beyond the first and the last
-    out = [float(v) for v in np.interp(range(num_blocks), blocks, scores)]
+    out = {"profile": [float(v) for v in np.interp(range(num_blocks), blocks, scores)]}
+    if pairs:
+        out["profile:logp"] = [float(v) for v in np.interp(range(num_blocks), blocks, logp_gains)]
     if info is not None:
         info.update({"blocks": blocks, "scores": scores, "signal": key, "steps": steps,
-                     "seed": PROFILE_SEED_OFFSET + seed})
+                     "seed": PROFILE_SEED_OFFSET + seed, "answer_prompts": len(pairs),
+                     "base_answer_logp": base_logp, "answer_logp_gains": logp_gains or None})
     if seconds is not None:
         seconds["profile"] = time.perf_counter() - start
+        if pairs:  # the same runs, scored once more
+            seconds["profile:logp"] = seconds["profile"]
     return out
+
+
+def _answer_pairs(task: Task, n: int, seed: int) -> list[tuple[str, str]]:
+    """Up to `n` distinct (prompt, reference answer) training pairs, or none where the task has
+    no reference answers (an SFT target of its own)."""
+    try:
+        pairs = sft_examples(task, "train", n, seed)
+    except Exception:  # noqa: BLE001 - a task without SFT targets: no answers to score
+        return []
+    seen, out = set(), []
+    for p, c in pairs:
+        if c and p not in seen:
+            seen.add(p)
+            out.append((p, c))
+    return out
+
+
+@torch.no_grad()
+def _answer_logp(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> float:
+    """The mean, over `pairs`, of the mean per-token log-likelihood of the answer given its prompt
+    (right-padded batches, eval mode; the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    layers = discover_layers(model)
+    try:
+        total = 0.0
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i:i + batch_size]
+            batch = _padded_batch(model, tokenizer, [p for p, _ in chunk], [c for _, c in chunk],
+                                  [1.0] * len(chunk))
+            total -= float(_batch_loss(model, layers, batch, 0, None))
+        return total / len(pairs)
+    finally:
+        model.train(was_training)
 
 
 def depth_priors(num_blocks: int) -> dict[str, list[float]]:

@@ -264,7 +264,8 @@ def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None
                     "method": cfg.method}
         profile = profile_estimates(
             loaded, template, probes=cfg.profile_blocks, model=cfg.model, seed=cfg.seed,
-            steps=cfg.profile_steps or max(2, steps // (cfg.profile_blocks + 1)))
+            steps=cfg.profile_steps or max(2, steps // (cfg.profile_blocks + 1)),
+            answer_prompts=0)["profile"]
         estimates = {"profile": profile, "adam-gain": norms["adam-gain"]}
     elif cfg.estimator == "adam-snr":
         estimates = {"adam-snr": norms["adam-snr"], "adam-gain": norms["adam-gain"]}
