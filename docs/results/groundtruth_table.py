@@ -78,9 +78,12 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
                 per_seed.setdefault(seed, {})[c.blocks[0]] = v
     mean_c = {c.blocks[0]: c.contribution_mean for c in single
               if math.isfinite(c.contribution_mean)}
-    # the blocks every seed with single-block runs has measured (a sweep in progress: the seeds
-    # it has reached), C the mean over those seeds
-    measured_seeds = sorted(per_seed)
+    # C is the mean over the seeds that have measured every block; a sweep in progress, where no
+    # seed is complete yet, is judged on the blocks every seed it has reached has measured (one
+    # seed complete and the next begun: that seed alone, on every block)
+    depth = _num_blocks(rows)
+    measured_seeds = ([s for s in sorted(per_seed) if len(per_seed[s]) == depth]
+                      or sorted(per_seed))
     complete = {b: statistics.mean(per_seed[s][b] for s in measured_seeds) for b in mean_c
                 if all(b in per_seed[s] for s in measured_seeds)}
     seeds = sorted(per_seed)
@@ -94,7 +97,7 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
     walls = [c.wall_seconds for c in single if c.wall_seconds]
     best = max(complete, key=lambda b: complete[b]) if complete else None
     return {"name": name, "s_base": s_base, "num_blocks": _num_blocks(rows), "full": full,
-            "measured_seeds": measured_seeds,
+            "measured_seeds": measured_seeds, "seeds_begun": sorted(per_seed),
             "mean_c": mean_c, "complete": complete, "per_seed": per_seed, "best": best, "ceiling": ceiling,
             "run_seconds": statistics.median(walls) if walls else None,
             "steps": (rows[0]["spec"].get("train") or {}).get("steps") if rows else None}
@@ -236,7 +239,10 @@ def main() -> None:
         if not table:
             continue
         est_lines += [f"\n**{s['name']}** ({len(s['complete'])} blocks; measured C: the mean of "
-                      f"{len(s['measured_seeds'])} sweep seed(s); a single-block run: "
+                      f"{len(s['measured_seeds'])} sweep seed(s)"
+                      + (f" (of {len(s['seeds_begun'])} begun: the sweep is in progress)"
+                         if len(s['seeds_begun']) > len(s['measured_seeds']) else "")
+                      + "; a single-block run: "
                       f"{s['run_seconds']:.0f} s, median)\n",
                       "| estimator | Spearman | top-1 regret | gradient seeds | cost in single-block runs |",
                       "|---|---:|---:|---:|---:|"]

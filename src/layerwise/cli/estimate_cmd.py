@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-delta", action="store_true", help="skip the one-full-run estimator")
     p.add_argument("--no-gradient", action="store_true",
                    help="skip the estimators that compute or train (gradient, adam-gain, "
-                        "adam-snr, adam-val, probe, profile)")
+                        "adam-snr, adam-val, probe, profile, profile:logp)")
     p.add_argument("--gradient-prompts", type=int, default=8,
                    help="training prompts per gradient batch (default 8)")
     p.add_argument("--gradient-batches", type=int, default=4,
