@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--profile-steps steps as the sweep trains, their training loss (RL: "
                         "reward) interpolated over depth; 0 skips the profile (default 5). The "
                         "same runs also give profile:logp, scored by the gain in log-likelihood "
-                        "of the task's reference answers on 64 other training prompts")
+                        "of the task's reference answers on 64 training prompts")
     p.add_argument("--profile-steps", type=int, default=None,
                    help="profile: steps per block (default: the sweep's steps / (blocks + 1), so "
                         "the profile costs less than one single-block run's training)")

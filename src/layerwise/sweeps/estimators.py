@@ -23,9 +23,10 @@ A per-block sweep costs L+1 training runs. Three estimators cost far less:
   ranking of C(k) appears in single-block training only after 10-30 steps, later than anything
   measured at step 0 (docs/results/groundtruth.md); P runs of s steps is what that costs.
   `profile:logp` scores the same runs another way: the gain, over the base model, of the mean
-  per-token log-likelihood of the task's reference answers on other training prompts than the
-  runs' own first batch. Deterministic given the model (no sampling), where an RL run's reward is
-  the mean of sampled completions.
+  per-token log-likelihood of the task's reference answers on 64 training prompts drawn with
+  another seed than the runs' batches (on a small task the runs have seen them too: it measures
+  the fit to the training distribution, as the reward does). Deterministic given the model (no
+  sampling), where an RL run's reward is the mean of sampled completions.
 - `prior:*` (`depth_priors`): no measurement at all, only each block's depth — `prior:mid`
   ranks blocks by closeness to the middle (the "mid-k" strategy), `prior:shallow` the first block
   first. The reference an estimator has to beat: where C(k) simply falls with depth, an estimator
