@@ -96,7 +96,7 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
                 ceiling.append((rho, _regret(per_seed[a], {k: per_seed[b][k] for k in blocks})))
     walls = [c.wall_seconds for c in single if c.wall_seconds]
     best = max(complete, key=lambda b: complete[b]) if complete else None
-    return {"name": name, "s_base": s_base, "num_blocks": _num_blocks(rows), "full": full,
+    return {"name": name, "s_base": s_base, "num_blocks": depth, "full": full,
             "measured_seeds": measured_seeds, "seeds_begun": sorted(per_seed),
             "mean_c": mean_c, "complete": complete, "per_seed": per_seed, "best": best, "ceiling": ceiling,
             "run_seconds": statistics.median(walls) if walls else None,
