@@ -14,7 +14,8 @@ DEST/table.md and DEST/contribution.png:
    regret of seed a's ranking against seed b's C): the ceiling an estimator is judged against;
 2. per estimator and sweep: Spearman with the measured C(k) (the mean over the sweep seeds),
    top-1 regret, both as mean ± sd over the estimate's gradient seeds, and the cost in
-   single-block runs (the estimator's seconds over the sweep's median single-block run);
+   single-block runs (the estimator's seconds over the sweep's median single-block run; the
+   profile's, whose runs record their step seconds, counted in steps at the speed it ran at);
 3. per sweep: its own single-block runs cut after s steps, as an estimator (`truncated_rows`):
    how many steps of training every block the ranking needs before it appears.
 A sweep still in progress is reported on the blocks it has (the count is shown).
@@ -95,11 +96,19 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
                 rho, _ = spearman([per_seed[a][k] for k in blocks], [per_seed[b][k] for k in blocks])
                 ceiling.append((rho, _regret(per_seed[a], {k: per_seed[b][k] for k in blocks})))
     walls = [c.wall_seconds for c in single if c.wall_seconds]
+    # a single-block run in its own median steps (wall seconds over median step seconds): the
+    # same at any machine speed, where its seconds are not (the GRPO sweep's seed-1 steps took
+    # 1.4-2.2x seed 0's, on an idle machine both times)
+    in_steps = [r["metrics"]["wall_seconds"] / r["metrics"]["step_seconds_median"] for r in rows
+                if len((r.get("spec") or {}).get("blocks") or []) == 1
+                and (r.get("metrics") or {}).get("wall_seconds")
+                and (r.get("metrics") or {}).get("step_seconds_median")]
     best = max(complete, key=lambda b: complete[b]) if complete else None
     return {"name": name, "s_base": s_base, "num_blocks": depth, "full": full,
             "measured_seeds": measured_seeds, "seeds_begun": sorted(per_seed),
             "mean_c": mean_c, "complete": complete, "per_seed": per_seed, "best": best, "ceiling": ceiling,
             "run_seconds": statistics.median(walls) if walls else None,
+            "run_in_steps": statistics.median(in_steps) if in_steps else None,
             "steps": (rows[0]["spec"].get("train") or {}).get("steps") if rows else None}
 
 
@@ -120,6 +129,13 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
         batches = int(doc.get("gradient_batches") or 1)
         times = {r["estimator"]: r.get("seconds") for r in doc["rows"]}
         times.update({k: v for k, v in diag_seconds.items() if k in times})
+        # the profile's runs record their step seconds: its cost in single-block runs at the
+        # speed the machine had then (its seconds in its own steps, over a run's), not against
+        # runs timed in another sitting
+        step_s = [t for t in (doc.get("profile") or {}).get("step_seconds") or [] if t]
+        matched = ({n: times[n] / statistics.mean(step_s) / sweep["run_in_steps"]
+                    for n in PROFILE if times.get(n)}
+                   if step_s and sweep.get("run_in_steps") else {})
         for name, values in doc["estimates"].items():
             if (only is not None and name not in only) or (only is None and name in PROFILE):
                 continue
@@ -138,7 +154,7 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
             rho, _ = spearman([est.get(b) for b in blocks], [measured[b] for b in blocks])
             out.setdefault(shown, []).append({
                 "spearman": rho, "regret": _regret(est, measured), "seconds": times.get(name),
-                "file": path.name})
+                "cost": matched.get(name), "file": path.name})
     if out and sweep.get("num_blocks"):  # depth alone (estimates kept before `estimate` wrote
         blocks = sorted(measured)         # the priors): one value each, no seed, no cost
         for name, values in depth_priors(sweep["num_blocks"]).items():
@@ -251,8 +267,10 @@ def main() -> None:
         for name in order:
             rs = table[name]
             secs = [r["seconds"] for r in rs if r["seconds"]]
+            matched = [r["cost"] for r in rs if r.get("cost")]
             cost = ("0" if name.startswith("prior:") else
-                    f"{statistics.median(secs) / s['run_seconds']:.2f}"
+                    f"{statistics.median(matched):.2f}¹" if matched and len(matched) == len(rs)
+                    else f"{statistics.median(secs) / s['run_seconds']:.2f}"
                     if secs and s["run_seconds"] else "–")
             n_seeds = "–" if name.startswith("prior:") else len(rs)
             est_lines.append(
@@ -276,6 +294,11 @@ def main() -> None:
                 f"| {t['step']} | {mean_sd([r for r, _ in t['per_seed'] if math.isfinite(r)])} "
                 f"| {mean_sd([g for _, g in t['per_seed'] if math.isfinite(g)])} "
                 f"| {t['cost']:.1f} |")
+    if any("¹ |" in line for line in est_lines):
+        est_lines.append("\n¹ at the machine's speed when it ran: the estimate's seconds in its "
+                         "own training steps (its runs' median step seconds) over a single-block "
+                         "run's seconds in its steps; the other costs are seconds over the "
+                         "sweep's median run seconds, which can come from another sitting")
     text = ("\n".join(lines) + "\n" + "\n".join(est_lines) + "\n"
             + ("\n".join(trunc_lines) + "\n" if trunc_lines else ""))
     (dest / "table.md").write_text(text)

@@ -227,6 +227,9 @@ def test_profile_trains_real_runs_and_interpolates_over_depth(toy_task, method):
     if method == "sft":
         assert a < 0 and b < 0 and a != b  # minus two different runs' training losses
     assert seconds["profile"] > 0
+    # each run's median step time, to put the profile's cost in runs at the machine's speed
+    assert len(info["step_seconds"]) == 2 and all(0 < t < seconds["profile"]
+                                                  for t in info["step_seconds"])
     # the runs trained copies: the model the estimate was handed is untouched
     assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())
     with pytest.raises(ValueError, match="at least 2 steps"):

@@ -85,7 +85,9 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
     `model` is the model spec `loaded` came from, `base` (the sweep's base scores) spares scoring
     the base model again.
 
-    `info`, when given, receives the probed blocks, their scores and the signal's name.
+    `info`, when given, receives the probed blocks, their scores, the signal's name and each
+    run's median step seconds (`step_seconds`: against the same blocks' sweep runs they say how
+    fast the machine ran the profile, so its cost can be put in single-block runs of that speed).
     """
     import copy
     import dataclasses
@@ -111,7 +113,7 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
                           PROFILE_SEED_OFFSET + seed + 1) if answer_prompts > 0 else []
     ensure_pad_token(loaded.tokenizer)
     base_logp = _answer_logp(loaded.model, loaded.tokenizer, pairs) if pairs else None
-    scores, logp_gains = [], []
+    scores, logp_gains, step_seconds = [], [], []
     for b, config in zip(blocks, configs):
         copy_ = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
         result = train(config, model, loaded=copy_,
@@ -124,6 +126,7 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
             raise RuntimeError(f"profile run of block {b} logged no {key!r} in steps "
                                f"{steps // 2 + 1}..{steps}")
         scores.append(sign * sum(vals) / len(vals))
+        step_seconds.append(result.step_seconds_median)
         if pairs:  # the run trained copy_.model in place
             logp_gains.append(_answer_logp(copy_.model, loaded.tokenizer, pairs) - base_logp)
         del copy_
@@ -134,7 +137,8 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
     if info is not None:
         info.update({"blocks": blocks, "scores": scores, "signal": key, "steps": steps,
                      "seed": PROFILE_SEED_OFFSET + seed, "answer_prompts": len(pairs),
-                     "base_answer_logp": base_logp, "answer_logp_gains": logp_gains or None})
+                     "base_answer_logp": base_logp, "answer_logp_gains": logp_gains or None,
+                     "step_seconds": step_seconds})
     if seconds is not None:
         seconds["profile"] = time.perf_counter() - start
         if pairs:  # the same runs, scored once more
