@@ -248,7 +248,7 @@ def main() -> None:
                      f"| {full} | {best} | {top:.3f} | {over} "
                      f"| {mean_sd([r for r, _ in s['ceiling'] if math.isfinite(r)])} "
                      f"| {mean_sd([g for _, g in s['ceiling'] if math.isfinite(g)])} |")
-    est_lines = []
+    est_lines, footnote = [], False
     for s in sweeps:
         est_dir = dest / "estimates" / s["name"]
         table = estimator_rows(s, est_dir) if est_dir.is_dir() else {}
@@ -272,6 +272,7 @@ def main() -> None:
                     f"{statistics.median(matched):.2f}¹" if matched and len(matched) == len(rs)
                     else f"{statistics.median(secs) / s['run_seconds']:.2f}"
                     if secs and s["run_seconds"] else "–")
+            footnote = footnote or cost.endswith("¹")
             n_seeds = "–" if name.startswith("prior:") else len(rs)
             est_lines.append(
                 f"| {name} | {mean_sd([r['spearman'] for r in rs if math.isfinite(r['spearman'])])} "
@@ -294,7 +295,7 @@ def main() -> None:
                 f"| {t['step']} | {mean_sd([r for r, _ in t['per_seed'] if math.isfinite(r)])} "
                 f"| {mean_sd([g for _, g in t['per_seed'] if math.isfinite(g)])} "
                 f"| {t['cost']:.1f} |")
-    if any("¹ |" in line for line in est_lines):
+    if footnote:
         est_lines.append("\n¹ at the machine's speed when it ran: the estimate's seconds in its "
                          "own training steps (its runs' median step seconds) over a single-block "
                          "run's seconds in its steps; the other costs are seconds over the "

@@ -86,8 +86,8 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
     the base model again.
 
     `info`, when given, receives the probed blocks, their scores, the signal's name and each
-    run's median step seconds (`step_seconds`: against the same blocks' sweep runs they say how
-    fast the machine ran the profile, so its cost can be put in single-block runs of that speed).
+    run's median step seconds (`step_seconds`: the profile's cost counted in its own steps, so it can
+    be put in single-block runs at the speed the machine had then).
     """
     import copy
     import dataclasses
