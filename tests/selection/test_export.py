@@ -62,11 +62,13 @@ def test_peft_kwargs_adapt_exactly_the_selected_modules(tiny, spec):
     # Whatever LoRA cannot adapt (norms, biases, fused experts) is reported, not dropped.
     covered = {ids[id(tiny.model.get_submodule(m).weight)] for m in expected}
     assert set(uncovered) == set(selection.names) - covered
-    if isinstance(kwargs["target_modules"], list):
+    if "layers_to_transform" in kwargs:
         prefix = layers.blocks_path + "."
         with_lora = sorted({int(m[len(prefix):].split(".")[0]) for m in expected})
         assert kwargs["layers_to_transform"] == with_lora
         assert kwargs["layers_pattern"] == layers.blocks_path.rsplit(".", 1)[-1]
+    elif isinstance(kwargs["target_modules"], list):
+        assert set(kwargs["target_modules"]) == expected  # full names, nothing to widen
 
 
 def test_list_form_is_used_for_plain_block_ranges(tiny):
@@ -74,3 +76,20 @@ def test_list_form_is_used_for_plain_block_ranges(tiny):
     kwargs, _ = to_peft_kwargs(resolve_selection(layers, "1-2"), tiny.model, layers)
     assert isinstance(kwargs["target_modules"], list)
     assert kwargs["layers_to_transform"] == [1, 2]
+
+
+def test_moe_selection_peft_would_widen_falls_back_to_full_names():
+    """PEFT >= 0.22 rewrites a regex target on qwen2_moe into leaf names (every block, plus the
+    fused experts). The export must notice by injecting with PEFT and name the modules in full."""
+    from layerwise.models import load_model
+
+    tiny = load_model("tiny:qwen2_moe", seed=0)
+    layers = discover_layers(tiny.model)
+    selection = resolve_selection(layers, "1:mlp+2:attn")
+    kwargs, _ = to_peft_kwargs(selection, tiny.model, layers)
+    regex = {"target_modules": "^(model\\.layers\\.1\\.mlp\\.shared_expert\\.down_proj)$"}
+    widened = get_peft_model(copy.deepcopy(tiny.model), LoraConfig(r=2, **regex))
+    adapted = {n for n, m in widened.named_modules() if len(getattr(m, "lora_A", ()))}
+    if len(adapted) == 1:
+        pytest.skip("this PEFT applies a qwen2_moe regex as written")
+    assert kwargs["target_modules"] == sorted(lora_capable(tiny.model, selection.names))

@@ -11,6 +11,7 @@ wildcard, and are anchored with '^' and '$'.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import defaultdict
 
@@ -91,11 +92,28 @@ def _lora_modules(model: nn.Module, selection: Selection) -> tuple[dict[str, nn.
 
 
 def _peft_targets(kwargs: dict, model: nn.Module) -> set[str]:
-    """The module names PEFT itself would adapt under these LoraConfig kwargs."""
-    from peft import LoraConfig
+    """The module names PEFT itself adapts under these LoraConfig kwargs.
+
+    For a transformers model this is PEFT's own injection into a meta-device skeleton of the same
+    config (no weights are allocated), so every rewrite PEFT applies on the way is included: PEFT
+    >= 0.22 turns a regex `target_modules` on v4-to-v5 converted MoE families (qwen2_moe, mixtral)
+    into bare leaf names, which adapts those modules in every block, plus the fused experts. Other
+    modules are matched with PEFT's matcher directly.
+    """
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    config = LoraConfig(**kwargs)
+    config = LoraConfig(r=1, **kwargs)
+    hf_config = getattr(model, "config", None)
+    if getattr(hf_config, "model_type", None):
+        with torch.device("meta"):
+            skeleton = type(model)(copy.deepcopy(hf_config))
+        inject_adapter_in_model(config, skeleton, low_cpu_mem_usage=True)
+        return {
+            name for name, m in skeleton.named_modules()
+            if len(getattr(m, "lora_A", ())) or len(getattr(m, "lora_embedding_A", ()))
+        }
     return {name for name, _ in model.named_modules() if name and check_target_module_exists(config, name)}
 
 
@@ -105,8 +123,10 @@ def to_peft_kwargs(selection: Selection, model: nn.Module, layers: LayerMap) -> 
     Returns (kwargs, uncovered): `uncovered` lists selected parameters LoRA cannot adapt
     (norms, biases, fused expert tensors); train those with `modules_to_save` or a full selection.
     The list form (`target_modules` names + `layers_to_transform` + `layers_pattern`) is used
-    when PEFT's own matcher confirms it hits exactly the intended modules; otherwise a single
-    full-match regex in `target_modules`, which PEFT applies with `re.fullmatch`.
+    when PEFT's own injection confirms it hits exactly the intended modules; otherwise a single
+    full-match regex in `target_modules`, which PEFT applies with `re.fullmatch`; and where PEFT
+    rewrites that regex (MoE families it converts from transformers v4 names), the full module
+    names as a list. Whatever form is returned was checked by injecting it with PEFT itself.
     """
     wanted, uncovered = _lora_modules(model, selection)
     # GPT-2 style Conv1D stores weights transposed; PEFT needs to be told (it warns otherwise).
@@ -141,6 +161,10 @@ def to_peft_kwargs(selection: Selection, model: nn.Module, layers: LayerMap) -> 
         for rests, idx in grouped.items()
     ] + [re.escape(m) for m in sorted(set(wanted) - in_blocks)]
     kwargs = {"target_modules": "^(" + "|".join(alternatives) + ")$", **extra}
+    if _peft_targets(kwargs, model) == set(wanted):
+        return kwargs, sorted(uncovered)
+    # PEFT rewrote the regex (see _peft_targets): name every module in full instead.
+    kwargs = {"target_modules": sorted(wanted), **extra}
     got = _peft_targets(kwargs, model)
     if got != set(wanted):
         raise AssertionError(f"peft export mismatch: {sorted(got ^ set(wanted))[:3]}")
