@@ -73,7 +73,10 @@ delta() {  # $1 = sweep name: the one-full-run estimator, from whichever full ru
 
 estimates() {  # $1 = sweep name (task-method): gradient seeds 0,1,2; 1 batch and 4 (+ probe);
   local dir=$OUT/$1 est=$KEEP/estimates/$1  # the profile (5 blocks) in files of its own
-  grep -qs '"selections"' $dir/contribution.json || return 0
+  if ! grep -qs '"selections"' $dir/contribution.json; then  # (restored runs: `sweeps` rebuilds it)
+    echo "$1: no $dir/contribution.json yet: run the 'sweeps' command (it trains only what is missing)" >&2
+    return 0
+  fi
   delta $1
   mkdir -p $est
   for s in 0 1 2; do

@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         ">= 2 batches), probe (--probe-steps AdamW steps per block from the cached "
                         "frozen prefix, held-out loss drop), profile (--profile-blocks blocks "
                         "spread over depth, each trained alone for --profile-steps steps as the "
-                        "run will train, training loss or reward interpolated over depth) "
+                        "run will train, training loss or reward interpolated over depth; "
+                        "steady under SFT, not under GRPO, whose 20-step probes on arithmetic "
+                        "ranked at Spearman 0.90, -0.22 and 0.92 over three seeds) "
                         "(default: %(default)s)")
     p.add_argument("--estimate-batches", type=int, default=4,
                    help="batches of --estimate-prompts prompts whose mean gradient the estimate "
