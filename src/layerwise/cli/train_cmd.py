@@ -45,14 +45,36 @@ def _fmt(x, spec=".3f"):
     return "-" if x is None else format(x, spec)
 
 
+_PRIMARY = {"loss": "held-out loss", "mean_score": "mean reward",
+            "preference_accuracy": "preference accuracy", "preference_margin": "preference margin"}
+
+
+def _dataset_lines(r: RunResult) -> list[str]:
+    """--dataset: S by name, then every other held-out figure the data gave."""
+    b, f, n = r.base, r.final, r.eval.get("n")
+    lines = [f"S = {_PRIMARY[b.primary]:<19} base {_fmt(b.score, '.4f')} -> final "
+             f"{_fmt(f.score, '.4f')} on {n} held-out rows"]
+    for key, label in (("accuracy", "accuracy"), ("loss", "held-out loss"),
+                       ("preference_margin", "preference margin")):
+        if key != b.primary and getattr(b, key) is not None:
+            lines.append(f"  {label:<23} base {_fmt(getattr(b, key), '.4f')} -> final "
+                         f"{_fmt(getattr(f, key), '.4f')}")
+    return lines
+
+
 def _score_line(r: RunResult) -> str:
+    if r.base.primary:
+        return "\n".join(_dataset_lines(r))
     if r.base.accuracy is None and r.base.loss is not None:
         return (f"lm loss       base {_fmt(r.base.loss, '.4f')} -> final {_fmt(r.final.loss, '.4f')} "
                 f"(perplexity {_fmt(r.base.perplexity, '.2f')} -> {_fmt(r.final.perplexity, '.2f')}) "
                 f"on {r.eval.get('n')} windows")
     gain = "" if r.accuracy_gain is None else f" ({r.accuracy_gain:+.3f})"
+    graded = ("" if r.base.mean_score is None or r.base.mean_score == r.base.accuracy and
+              r.final.mean_score == r.final.accuracy else
+              f"; mean score {_fmt(r.base.mean_score)} -> {_fmt(r.final.mean_score)}")
     return (f"accuracy      base {_fmt(r.base.accuracy)} -> final {_fmt(r.final.accuracy)}{gain} "
-            f"on {r.eval.get('n')} held-out items")
+            f"on {r.eval.get('n')} held-out items{graded}")
 
 
 def summary_lines(r: RunResult) -> list[str]:
@@ -118,8 +140,11 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
     from layerwise.training.recipe import TrainRecipe
     from layerwise.training.run_dir import config_document
 
-    TrainRecipe(config, model_config, dry=True).check()
+    recipe = TrainRecipe(config, model_config, dry=True)
+    recipe.check()
     sys.stdout.write(yaml.safe_dump(config_document(model_config, config), sort_keys=False))
+    if getattr(recipe.task, "kind", None) == "dataset":
+        _dry_dataset(recipe)
     t = dry_run(config, model_config)
     if t is None:
         sys.stdout.write("# trains: known once the model loads (no meta-device build for it)\n")
@@ -142,6 +167,18 @@ def _dry_run(model_config: ModelConfig, config: TrainConfig) -> int:
         if len(phases) > 12:
             sys.stdout.write(f"#   ... {len(phases) - 12} more (all in metrics.json once it runs)\n")
     return 0
+
+
+def _dry_dataset(recipe) -> None:
+    """--dataset: its type, splits, S, truncation, and the first example as the model sees it."""
+    task, data = recipe.task, recipe.result.data or {}
+    sys.stdout.write(f"# data {task.path}: {task.detected.describe()}; {data.get('train_rows')} "
+                     f"train / {data.get('eval_rows')} held-out rows; S = {task.primary}\n")
+    if data.get("truncated"):
+        sys.stdout.write(f"# {data['truncated']} of {data['rows']} training rows are longer than "
+                         f"--max-length {recipe.config.max_length} and will be truncated\n")
+    for line in task.first_example(recipe.method.name == "sft"):
+        sys.stdout.write(f"# | {line}\n")
 
 
 def _dry_tying(config: TrainConfig, model_config: ModelConfig) -> None:

@@ -18,8 +18,9 @@ def ensure_pad_token(tokenizer) -> None:
 @torch.no_grad()
 def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
                    batch_size: int = 16, do_sample: bool = False,
-                   temperature: float = 1.0) -> list[str]:
-    """The completion of each prompt (the new text only), in order."""
+                   temperature: float = 1.0, add_special_tokens: bool = True) -> list[str]:
+    """The completion of each prompt (the new text only), in order. A prompt rendered by a chat
+    template already holds its special tokens: pass `add_special_tokens=False` (as TRL does)."""
     ensure_pad_token(tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -30,7 +31,8 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            enc = tokenizer(chunk, return_tensors="pt", padding=True,
+                            add_special_tokens=add_special_tokens).to(device)
             kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                           do_sample=do_sample)
             if do_sample:

@@ -25,7 +25,8 @@ from layerwise.tasks.base import Task, is_correct
 @dataclass
 class TaskEvaluation:
     """One scoring: generative tasks fill `accuracy` and `mean_score`, `lm` fills `loss`
-    (mean next-token cross-entropy, nats) and `perplexity` (exp of it)."""
+    (mean next-token cross-entropy, nats) and `perplexity` (exp of it); a user's dataset fills
+    what its type gives (tasks/dataset.py) and names its headline in `primary`."""
 
     task: str
     split: str
@@ -37,15 +38,20 @@ class TaskEvaluation:
     records: list[dict] = field(default_factory=list)
     loss: float | None = None
     perplexity: float | None = None
+    preference_accuracy: float | None = None
+    preference_margin: float | None = None
+    primary: str | None = None  # the field that is S; None: accuracy, else the loss (lm)
 
     @property
     def score(self) -> float | None:
-        """The headline number, S in C(k): accuracy, or the held-out loss for `lm`."""
+        """The headline number, S in C(k): `primary`, else accuracy, or the held-out loss."""
+        if self.primary:
+            return getattr(self, self.primary)
         return self.accuracy if self.accuracy is not None else self.loss
 
     @property
     def higher_is_better(self) -> bool:
-        return self.loss is None
+        return self.primary != "loss" if self.primary else self.loss is None
 
     def summary(self) -> dict:
         out = asdict(self)
@@ -57,7 +63,8 @@ class TaskEvaluation:
 
 
 def evaluate_task(model, tokenizer, task: Task, n: int = 100, seed: int = 0, split: str = "eval",
-                  batch_size: int = 16, max_new_tokens: int | None = None) -> TaskEvaluation:
+                  batch_size: int = 16, max_new_tokens: int | None = None,
+                  max_length: int | None = None) -> TaskEvaluation:
     """Greedy accuracy on `n` items of `split` (the eval split unless asked otherwise).
 
     A task with its own `evaluate` (the `lm` task's held-out loss) is scored by it instead.
@@ -65,6 +72,11 @@ def evaluate_task(model, tokenizer, task: Task, n: int = 100, seed: int = 0, spl
     if n < 1:
         raise LayerwiseError(f"--n {n}: evaluate at least one item")
     if callable(getattr(task, "evaluate", None)):
+        if getattr(task, "kind", None) == "dataset":  # held-out rows cut as training cuts them
+            if max_new_tokens:
+                task.max_new_tokens = max_new_tokens
+            return task.evaluate(model, tokenizer, n, seed=seed, batch_size=batch_size,
+                                 split=split, max_length=max_length)
         return task.evaluate(model, tokenizer, n, seed=seed, batch_size=batch_size, split=split)
     items = task.items(split, n, seed)
     if not items:

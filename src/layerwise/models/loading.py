@@ -330,3 +330,29 @@ def load_model(
     model.to(dev)
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, spec=spec_text, source=source)
+
+
+def load_tokenizer(spec: str | None = None, *, trust_remote_code: bool = False,
+                   tokenizer: str | None = None, tokenizer_data: str | None = None):
+    """The tokenizer `load_model(spec)` would give, without reading any weight: what a run's
+    checks need before the model loads (its chat template, how long the rows are)."""
+    spec_text = spec or "embedded"
+    if spec_text.startswith("tiny:"):
+        tok, _ = _tiny_tokenizer(tokenizer, tokenizer_data)
+    else:
+        if spec_text == "embedded":
+            name = str(convert_gguf(embedded_gguf_path()))
+        elif spec_text.endswith(".gguf"):
+            name = str(convert_gguf(Path(spec_text).expanduser()))
+        else:
+            name = str(Path(spec_text).expanduser()) if Path(spec_text).expanduser().is_dir() else spec_text
+        local = Path(name).is_dir()
+        try:
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                local_files_only=local or not hub_reachable())
+        except (OSError, ValueError) as exc:
+            raise LayerwiseError(f"model '{spec_text}' has no usable tokenizer: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok

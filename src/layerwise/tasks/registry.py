@@ -25,6 +25,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "code": "layerwise.tasks.code:make_task",
     "decision": "layerwise.tasks.decision:make_task",
     "lm": "layerwise.tasks.lm:make_task",
+    "dataset": "layerwise.tasks.dataset:make_task",  # --dataset SPEC: the user's own data
 }
 DEFAULT_TASK = "arithmetic"
 REQUIRED_METHODS = ("items", "score", "extract")

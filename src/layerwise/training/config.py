@@ -22,7 +22,12 @@ from layerwise.training.methods import METHODS, get_method
 LORA_TARGETS = {"attn": "q, k, v, o projections (as in the mid-block paper)",
                 "all": "every linear layer of the block (attention and MLP)"}
 LORA_BUDGETS = ("fixed", "per-layer")
-REPORT_TO = ("tensorboard", "none")
+# What transformers' `report_to` accepts that we offer, and the package each needs.
+REPORT_TO = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb",
+             "mlflow": "mlflow", "none": None}
+# Flags of `--dataset` runs, folded into the `dataset` task's options (tasks/dataset.py).
+DATASET_FLAGS = ("dataset", "columns", "reward", "eval_dataset", "eval_split", "chat_template",
+                 "loss_on")
 
 # CLI groups, in the order --help shows them.
 G_TASK, G_WHAT, G_OPT, G_RL, G_EVAL, G_RUN = (
@@ -63,7 +68,25 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     # what to train on
-    task: str = opt("arithmetic", "arithmetic, gsm8k, code, decision, lm, or FILE.py:FACTORY", G_TASK)
+    task: str = opt("arithmetic", "arithmetic, gsm8k, code, decision, lm, or FILE.py:FACTORY "
+                    "(your own data: --dataset)", G_TASK)
+    dataset: str | None = opt(None, "your own data in a TRL dataset type (.jsonl, .json, .csv, "
+                              ".parquet, a save_to_disk directory, hf:NAME[:CONFIG][@SPLIT]); "
+                              "docs/data.md", G_TASK, metavar="SPEC")
+    columns: str | None = opt(None, "--dataset: rename columns, NEW=OLD,... (e.g. "
+                              "prompt=question,completion=answer)", G_TASK, metavar="MAP")
+    reward: list[str] = opt(help="--dataset: a reward, NAME[=WEIGHT] (math, exact, contains) or "
+                            "FILE.py:FUNCTION[=WEIGHT] with TRL's signature; repeatable",
+                            group=G_TASK, factory=list, metavar="R")
+    eval_dataset: str | None = opt(None, "--dataset: held-out rows from another file", G_TASK,
+                                   metavar="SPEC", none_means="--eval-split of --dataset")
+    eval_split: str = opt("5%", "--dataset: the share (5%%) or count of rows held out, the same "
+                          "rows whatever --seed", G_TASK, metavar="SHARE")
+    chat_template: str | None = opt(None, "--dataset: a Jinja chat template for a model without "
+                                    "one", G_TASK, metavar="FILE.jinja",
+                                    none_means="the tokenizer's own")
+    loss_on: str = opt("completion", "--dataset SFT: loss on the completion/assistant tokens, or "
+                       "on all", G_TASK, choices=("completion", "all"))
     task_options: dict[str, Any] = opt(help="task knob KEY=VALUE, repeatable (arithmetic: digits, "
                                        "ops, steps; gsm8k: train, test; decision: low, high, "
                                        "max_turns; lm: seq_len)", group=G_TASK, factory=dict,
@@ -150,12 +173,20 @@ class TrainConfig:
                                    none_means="the embedded text")
     general_seqs: int = opt(4, "windows of the forgetting check", G_EVAL)
     general_seq_len: int = opt(256, "tokens per window of the forgetting check", G_EVAL)
+    forgetting: str | None = opt(None, "also measure forgetting with lm-evaluation-harness "
+                                 "before and after: lm-eval:TASK[,TASK...]", G_EVAL,
+                                 metavar="lm-eval:TASKS", none_means="general-text perplexity only")
+    lm_eval_limit: int | None = opt(None, "lm-eval: items per task", G_EVAL, metavar="N",
+                                    none_means="every item")
+    lm_eval_include: str | None = opt(None, "lm-eval: a directory of your own task YAMLs",
+                                      G_EVAL, metavar="DIR")
     out: str | None = opt(None, "run directory: model/, metrics.json, config.yaml, curves.png, eval "
                           "records, logs", G_EVAL, metavar="DIR", sweep=False,
                           none_means="runs/<time>-<method>")
     merge: bool = opt(False, "LoRA: also save a merged copy (merged/)", G_EVAL, sweep=False)
-    report_to: str = opt("tensorboard", "where the trainer logs: tensorboard (into OUT/tensorboard) "
-                         "or none", G_EVAL, choices=REPORT_TO)
+    report_to: str = opt("tensorboard", "where the trainer logs (as transformers' report_to): "
+                         "tensorboard (into OUT/tensorboard), trackio, wandb, mlflow or none",
+                         G_EVAL, choices=tuple(REPORT_TO))
     logging_steps: int = opt(1, "log every N steps", G_EVAL)
     # run control
     save_every: int | None = opt(None, "write a resumable checkpoint (weights, optimizer, "
@@ -169,6 +200,7 @@ class TrainConfig:
     def __post_init__(self):
         from layerwise.tasks.registry import absolute_file, absolute_paths
 
+        self._fold_dataset()
         # Paths a run's config.yaml (and --resume from elsewhere) must still find.
         self.task, self.task_options = absolute_paths(self.task, dict(self.task_options))
         self.data, self.eval_data = absolute_file(self.data), absolute_file(self.eval_data)
@@ -187,8 +219,19 @@ class TrainConfig:
             raise LayerwiseError(f"--lora-targets {self.lora_targets!r}; valid: {', '.join(LORA_TARGETS)}")
         if self.lora_budget not in LORA_BUDGETS:
             raise LayerwiseError(f"--lora-budget {self.lora_budget!r}; valid: {', '.join(LORA_BUDGETS)}")
-        if self.report_to not in REPORT_TO:
-            raise LayerwiseError(f"--report-to {self.report_to!r}; valid: {', '.join(REPORT_TO)}")
+        check_report_to(self.report_to)
+        if self.forgetting is not None:
+            from layerwise.evaluation.harness import parse_lm_eval_tasks
+
+            if not self.forgetting.startswith("lm-eval:"):
+                raise LayerwiseError(f"--forgetting {self.forgetting!r}: expected "
+                                     "lm-eval:TASK[,TASK...]")
+            parse_lm_eval_tasks(self.forgetting.removeprefix("lm-eval:"))
+        elif self.lm_eval_limit is not None or self.lm_eval_include is not None:
+            raise LayerwiseError("--lm-eval-limit/--lm-eval-include configure --forgetting "
+                                 "lm-eval:TASKS; add it")
+        if self.lm_eval_limit is not None and self.lm_eval_limit < 1:
+            raise LayerwiseError(f"--lm-eval-limit {self.lm_eval_limit}: must be >= 1")
         for name in ("steps", "batch_size", "grad_accum", "rank", "n_train", "max_length",
                      "num_generations", "eval_n", "eval_batch_size", "dpo_samples",
                      "logging_steps", "general_seqs", "general_seq_len"):
@@ -244,6 +287,36 @@ class TrainConfig:
             raise LayerwiseError("--data/--eval-data are the lm task's texts: add --task lm "
                                  "(other tasks take their files as --task-option)")
 
+    def _fold_dataset(self) -> None:
+        """`--dataset` and its flags become the `dataset` task and its options (one code path
+        for every command that takes a task); the flags are then cleared, so config.yaml holds
+        the task options alone and repeats the run."""
+        from pathlib import Path
+
+        given = [f for f in DATASET_FLAGS[1:] if getattr(self, f) != _DEFAULTS[f]]
+        if self.dataset is None:
+            if given:
+                raise LayerwiseError(f"{', '.join('--' + f.replace('_', '-') for f in given)} "
+                                     "configure your own data: add --dataset SPEC")
+            return
+        if self.task not in ("arithmetic", "dataset"):
+            raise LayerwiseError(f"--dataset and --task {self.task}: give one of them")
+
+        def local(value):
+            path = Path(str(value)).expanduser()
+            return str(path.resolve()) if value and path.exists() else value
+
+        options = {"path": local(self.dataset), "columns": self.columns,
+                   "reward": ",".join(_absolute_reward(r) for r in self.reward) or None,
+                   "eval_dataset": local(self.eval_dataset), "eval_split": self.eval_split,
+                   "chat_template": local(self.chat_template), "loss_on": self.loss_on}
+        self.task = "dataset"
+        self.task_options = dict(self.task_options) | {
+            k: v for k, v in options.items() if v is not None and v != _DEFAULTS.get(k)} | {
+            "path": options["path"]}
+        for f in DATASET_FLAGS:
+            setattr(self, f, list(_DEFAULTS[f]) if isinstance(_DEFAULTS[f], list) else _DEFAULTS[f])
+
     def _check_tying(self, method) -> None:
         from layerwise.training.tying import parse_tying
 
@@ -272,6 +345,11 @@ class TrainConfig:
                                      "the training data: --method sft (static tying works with "
                                      "every method)")
 
+    def lm_eval_tasks(self) -> list[str]:
+        from layerwise.evaluation.harness import parse_lm_eval_tasks
+
+        return parse_lm_eval_tasks(self.forgetting.removeprefix("lm-eval:")) if self.forgetting else []
+
     @property
     def mode(self) -> str:
         return "lora" if self.lora else "full" if self.full else "layers"
@@ -295,3 +373,31 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+             for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS["eval_split"] = "5%"
+
+
+def _absolute_reward(spec: str) -> str:
+    """A FILE.py:FUNCTION reward with FILE made absolute (a stored run must find it anywhere)."""
+    from pathlib import Path
+
+    source, sep, weight = spec.rpartition("=") if "=" in spec else (spec, "", "")
+    file, colon, function = source.rpartition(":")
+    if colon and file.endswith(".py") and Path(file).expanduser().is_file():
+        source = f"{Path(file).expanduser().resolve()}:{function}"
+    return source + (f"={weight}" if sep else "")
+
+
+def check_report_to(value: str) -> None:
+    """A --report-to transformers knows and whose package is installed (else one line)."""
+    import importlib.util
+
+    if value not in REPORT_TO:
+        raise LayerwiseError(f"--report-to {value!r}; valid: {', '.join(REPORT_TO)}")
+    package = REPORT_TO[value]
+    if package and importlib.util.find_spec(package) is None:
+        raise LayerwiseError(f"--report-to {value}: the {package} package is not installed "
+                             f"(pip install {package})")

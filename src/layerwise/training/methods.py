@@ -8,6 +8,10 @@
 | `dpo` | `DPOTrainer` | preference pairs (`--pairs`, or the model's own samples) |
 | `kto` | `KTOTrainer` | the same pairs, unpaired: chosen = desirable, rejected = undesirable |
 
+With `--dataset` (tasks/dataset.py) each method takes the TRL dataset types its trainer takes,
+listed in its entry's `dataset_types`; the rows go to the trainer in TRL's own format (SFT
+pre-tokenized by `layerwise.data.chat.sft_tokens`, which equals SFTTrainer's own tokenization).
+
 Adding a TRL method is one `Method` entry: its builder gets the already frozen (or LoRA-wrapped)
 model and an optimizer over its trainable parameters, and returns the trainer. No trainer is
 subclassed and no trainer internals are touched. Everything else (config validation, the CLI
@@ -42,6 +46,20 @@ class Method:
     multi_turn: bool = False  # takes a task's `rollout_func` (multi-turn episodes)
     lr_full: float = 1e-5  # default learning rate, full-parameter or block training
     lr_lora: float = 2e-4  # default learning rate, LoRA adapters (they start at zero)
+    dataset_types: tuple[str, ...] = ()  # TRL dataset types of a --dataset it trains on
+    needs_reward: bool = False  # a --dataset run needs --reward
+
+    def check_dataset(self, detected, has_reward: bool, where: str) -> None:
+        """The user's dataset is of a type this method's trainer takes (one line otherwise)."""
+        from layerwise.data.formats import public_name
+
+        if public_name(detected.type) not in self.dataset_types:
+            raise LayerwiseError(f"--method {self.name} ({self.trainer}) takes "
+                                 f"{' or '.join(self.dataset_types)} data; {where} is "
+                                 f"{detected.describe()}")
+        if self.needs_reward and not has_reward:
+            raise LayerwiseError(f"--method {self.name} learns from a reward: add --reward NAME "
+                                 "(math, exact, contains) or --reward FILE.py:FUNCTION")
 
     def default_lr(self, mode: str) -> float:
         return self.lr_lora if mode == "lora" else self.lr_full
@@ -88,6 +106,8 @@ def common_args(config: "TrainConfig", output_dir: str, report_to: list[str],
 def _rows(task: Task, config: "TrainConfig"):
     from datasets import Dataset
 
+    if getattr(task, "kind", None) == "dataset":
+        return task.rl_dataset(config.n_train, config.seed)
     items = task.items("train", config.n_train, config.seed)
     if not items:
         raise LayerwiseError(f"task {task.name!r} has no train items")
@@ -102,6 +122,10 @@ def build_sft(model, tokenizer, task, config, args, callbacks, optimizer, pairs=
         # Pre-tokenized windows: every token is a target (plain language modelling).
         data = task.train_dataset(tokenizer, config.n_train, config.seed)
         extra = {"completion_only_loss": False, "dataset_kwargs": {"skip_prepare_dataset": True}}
+    elif getattr(task, "kind", None) == "dataset":
+        # input_ids + labels, built as SFTTrainer builds them (it then only truncates).
+        data, _ = task.sft_dataset(tokenizer, config.n_train, config.seed, config.max_length)
+        extra = {}
     else:
         examples = sft_examples(task, "train", config.n_train, config.seed)
         if not examples:
@@ -121,7 +145,16 @@ def _rl_common(config: "TrainConfig", task: Task) -> dict[str, Any]:
 
 
 def _reward(task: Task):
+    if getattr(task, "kind", None) == "dataset":
+        return task.reward_funcs()[0]
     return task.make_reward() if hasattr(task, "make_reward") else reward_function(task)
+
+
+def _reward_weights(task: Task) -> dict[str, Any]:
+    """GRPOConfig/RLOOConfig's `reward_weights` for a dataset's weighted --reward list."""
+    if getattr(task, "kind", None) == "dataset":
+        return {"reward_weights": task.reward_funcs()[1]}
+    return {}
 
 
 def build_grpo(model, tokenizer, task, config, args, callbacks, optimizer, pairs=None):
@@ -130,7 +163,8 @@ def build_grpo(model, tokenizer, task, config, args, callbacks, optimizer, pairs
     extra = {}
     if hasattr(task, "make_rollout_func"):
         extra["rollout_func"] = task.make_rollout_func(tokenizer)
-    grpo_args = GRPOConfig(**args, **_rl_common(config, task), loss_type=config.method,
+    grpo_args = GRPOConfig(**args, **_rl_common(config, task), **_reward_weights(task),
+                           loss_type=config.method,
                            scale_rewards="none" if config.method == "dr_grpo" else "group")
     return GRPOTrainer(model=model, reward_funcs=_reward(task), args=grpo_args,
                        train_dataset=_rows(task, config), processing_class=tokenizer,
@@ -144,7 +178,7 @@ def build_rloo(model, tokenizer, task, config, args, callbacks, optimizer, pairs
         multi = ", ".join(m.name for m in METHODS.values() if m.multi_turn)
         raise LayerwiseError(f"task {task.name!r} is multi-turn; RLOOTrainer has no rollout hook: "
                              f"use --method {multi}")
-    rloo_args = RLOOConfig(**args, **_rl_common(config, task))
+    rloo_args = RLOOConfig(**args, **_rl_common(config, task), **_reward_weights(task))
     return RLOOTrainer(model=model, reward_funcs=_reward(task), args=rloo_args,
                        train_dataset=_rows(task, config), processing_class=tokenizer,
                        callbacks=callbacks, optimizers=(optimizer, None))
@@ -159,11 +193,15 @@ def build_dpo(model, tokenizer, task, config, args, callbacks, optimizer, pairs=
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    if not pairs:
+    if getattr(task, "kind", None) == "dataset":
+        data = task.preference_dataset(config.n_train, config.seed, unpaired=False)
+    elif not pairs:
         raise LayerwiseError("no preference pair to train DPO on (see the pairs report above)")
+    else:
+        data = Dataset.from_list(pairs)
     dpo_args = DPOConfig(**args, beta=config.dpo_beta, max_length=config.max_length)
     return DPOTrainer(model=model, ref_model=_reference(model), args=dpo_args,
-                      train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
+                      train_dataset=data, processing_class=tokenizer,
                       callbacks=callbacks, optimizers=(optimizer, None))
 
 
@@ -180,34 +218,43 @@ def build_kto(model, tokenizer, task, config, args, callbacks, optimizer, pairs=
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    if not pairs:
+    if getattr(task, "kind", None) == "dataset":
+        data = task.preference_dataset(config.n_train, config.seed, unpaired=True)
+    elif not pairs:
         raise LayerwiseError("no preference pair to train KTO on (see the pairs report above)")
+    else:
+        data = Dataset.from_list(kto_rows(pairs))
     if config.batch_size < 2:
         raise LayerwiseError("KTO estimates its KL term from mismatched pairs within a batch: "
                              "--batch-size must be >= 2")
     kto_args = KTOConfig(**args, beta=config.dpo_beta, max_length=config.max_length)
     return KTOTrainer(model=model, ref_model=_reference(model), args=kto_args,
-                      train_dataset=Dataset.from_list(kto_rows(pairs)), processing_class=tokenizer,
+                      train_dataset=data, processing_class=tokenizer,
                       callbacks=callbacks, optimizers=(optimizer, None))
+
+
+SFT_TYPES = ("language-modelling", "prompt-completion")
+RL_TYPES = ("prompt-only", "prompt-completion")
 
 
 def _grpo(name: str, description: str) -> Method:
     return Method(name, "GRPOTrainer", build_grpo, description, is_rl=True, group_relative=True,
-                  multi_turn=True)
+                  multi_turn=True, dataset_types=RL_TYPES, needs_reward=True)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sft", "SFTTrainer", build_sft, "supervised fine-tuning on the task's targets (lm: on "
-           "text)", trains_on_text=True, lr_full=1e-4, lr_lora=1e-3),
+           "text)", trains_on_text=True, lr_full=1e-4, lr_lora=1e-3, dataset_types=SFT_TYPES),
     _grpo("grpo", "GRPO: group-relative advantages, sequence-level loss normalisation"),
     _grpo("dr_grpo", "Dr. GRPO: no per-group std scaling, constant normaliser"),
     _grpo("dapo", "DAPO: token-level loss normalisation"),
     Method("rloo", "RLOOTrainer", build_rloo, "REINFORCE leave-one-out", is_rl=True,
-           group_relative=True),
+           group_relative=True, dataset_types=RL_TYPES, needs_reward=True),
     Method("dpo", "DPOTrainer", build_dpo, "direct preference optimisation on pairs",
-           needs_pairs=True),
+           needs_pairs=True, dataset_types=("preference",)),
     Method("kto", "KTOTrainer", build_kto, "Kahneman-Tversky optimisation on unpaired "
-           "desirable/undesirable examples", needs_pairs=True),
+           "desirable/undesirable examples", needs_pairs=True,
+           dataset_types=("unpaired-preference", "preference")),
 )}
 
 

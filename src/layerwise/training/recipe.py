@@ -77,7 +77,10 @@ class Scored:
 def scores_of(ev: TaskEvaluation, general_perplexity: float | None) -> Scores:
     return Scores(accuracy=ev.accuracy, mean_score=ev.mean_score,
                   general_perplexity=general_perplexity, loss=getattr(ev, "loss", None),
-                  perplexity=getattr(ev, "perplexity", None))
+                  perplexity=getattr(ev, "perplexity", None),
+                  preference_accuracy=getattr(ev, "preference_accuracy", None),
+                  preference_margin=getattr(ev, "preference_margin", None),
+                  primary=getattr(ev, "primary", None))
 
 
 def _general_windows(tokenizer, config: TrainConfig, max_context):
@@ -92,7 +95,7 @@ def score_model(model, tokenizer, task, config: TrainConfig, windows) -> Scored:
     from layerwise.evaluation.perplexity import perplexity
 
     ev = evaluate_task(model, tokenizer, task, n=config.eval_n, seed=EVAL_SEED,
-                       batch_size=config.eval_batch_size)
+                       batch_size=config.eval_batch_size, max_length=config.max_length)
     ppl = perplexity(model, windows) if windows is not None else None
     return Scored(scores_of(ev, ppl), ev)
 
@@ -148,7 +151,9 @@ class TrainRecipe:
                                  "which DDP cannot follow: run it in one process (static tying "
                                  "works under DDP)")
         self.task = get_task(cfg.task, **cfg.task_kwargs())
-        if getattr(self.task, "kind", None) != "lm":
+        if getattr(self.task, "kind", None) == "dataset":
+            self._check_dataset()
+        elif getattr(self.task, "kind", None) != "lm":
             # Reads the task's data files now (one item of each split), not after the base
             # model has been scored: a missing or malformed file is refused before any loading.
             try:
@@ -182,6 +187,22 @@ class TrainRecipe:
             run_dir.claim(self.out, cfg.overwrite)
             run_dir.write_config(self.out, self.model_config, cfg)
             write_metrics(self.out, self.result.to_dict())
+
+    def _check_dataset(self) -> None:
+        """A --dataset run: the method takes the data's type, the tokenizer (loaded alone, no
+        weights) renders it, and for SFT at least one row keeps a loss token at --max-length."""
+        from layerwise.models.loading import load_tokenizer
+
+        cfg, task, mc = self.config, self.task, self.model_config
+        self.method.check_dataset(task.detected, bool(task.rewards), task.path)
+        tokenizer = load_tokenizer(mc.model, trust_remote_code=mc.trust_remote_code,
+                                   tokenizer=mc.tokenizer, tokenizer_data=cfg.data)
+        task.bind(tokenizer)
+        if self.method.name == "sft":
+            _, self.result.data = task.sft_dataset(tokenizer, cfg.n_train, cfg.seed, cfg.max_length)
+        self.result.data = {**(self.result.data or {}), "type": task.detected.describe(),
+                            "train_rows": task.split_size("train"),
+                            "eval_rows": task.split_size("eval"), "score": task.primary}
 
     def _prepare_resume(self) -> None:
         prev = read_run(self.out)
@@ -224,6 +245,8 @@ class TrainRecipe:
         self.result.model, self.result.model_source = self.loaded.spec, self.loaded.source
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         ensure_pad_token(tokenizer)
+        if getattr(self.task, "kind", None) == "dataset":
+            self.task.bind(tokenizer)  # the chat template (--chat-template) on the real tokenizer
         self.device = next(model.parameters()).device
         self.windows = _general_windows(tokenizer, cfg, self.loaded.context_length)
         self.base_eval = None
@@ -250,7 +273,7 @@ class TrainRecipe:
         self.schedule = self._block_schedule() if cfg.schedule != "fixed" else None
         if cfg.gradient_checkpointing:
             enable_checkpointing(self.model)
-        if self.method.needs_pairs and self.pairs is None:
+        if self.method.needs_pairs and self.pairs is None and getattr(self.task, "kind", None) != "dataset":
             self.pairs, self.result.pairs = self_sampled_pairs(self.model, tokenizer, self.task, cfg)
             log.info("preference pairs from the model's own samples: %s", self.result.pairs)
             if self.out is not None and self.main:  # a resumed run trains on the same pairs
@@ -375,12 +398,12 @@ class TrainRecipe:
         else:
             self._scratch = tempfile.mkdtemp(prefix="layerwise-trainer-")
             trainer_dir = Path(self._scratch)
-        report_to = ["tensorboard"] if self.out is not None and cfg.report_to == "tensorboard" else []
+        report_to = [cfg.report_to] if self.out is not None and cfg.report_to != "none" else []
         self.args = common_args(cfg, str(trainer_dir), report_to, self.device,
                                 next(self.model.parameters()).dtype)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        with _tensorboard_dir(self.out / "tensorboard" if report_to else None):
+        with _tensorboard_dir(self.out / "tensorboard" if "tensorboard" in report_to else None):
             self.trainer = self.method.build(self.model, self.loaded.tokenizer, self.task, cfg,
                                              self.args, callbacks, self.optimizer, pairs=self.pairs)
         if self.tied is not None and self.tying_spec.dynamic:

@@ -39,9 +39,15 @@ class Scores:
     general_perplexity: float | None = None
     loss: float | None = None
     perplexity: float | None = None
+    preference_accuracy: float | None = None
+    preference_margin: float | None = None
+    primary: str | None = None  # which field is S (a user's dataset: docs/data.md); None: as above
+    lm_eval: dict | None = None  # --forgetting lm-eval:TASKS: the harness's metrics
 
     @property
     def score(self) -> float | None:
+        if self.primary:
+            return getattr(self, self.primary)
         return self.accuracy if self.accuracy is not None else self.loss
 
     @classmethod
@@ -119,6 +125,8 @@ class RunResult:
     peak_memory_mb: float | None = None
     precision: dict = field(default_factory=dict)
     pairs: dict | None = None
+    data: dict | None = None  # --dataset: its type, rows per split, S, rows truncated at --max-length
+    lm_eval: dict | None = None  # --forgetting lm-eval:TASKS: the harness before and after
     subnetwork: dict | None = None
     schedule: dict | None = None  # --schedule: the policy, --park, and the active blocks per phase
     learning_signal: dict | None = None  # RL: steps whose groups all had equal rewards
