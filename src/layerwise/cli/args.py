@@ -181,11 +181,14 @@ def defaults_from_document(parser: argparse.ArgumentParser, doc: dict[str, Any],
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
-    """--task and --task-option, for commands that score a task without training (eval)."""
+    """--task, --task-option and --dataset with its flags, for commands that score a task
+    without training (eval); `training.config.fold_dataset` turns them into a task."""
     from dataclasses import fields as dc_fields
 
-    from layerwise.training.config import TrainConfig
+    from layerwise.training.config import DATASET_FLAGS, TrainConfig
 
+    add_config_arguments(p, (TrainConfig,), skip=[f.name for f in dc_fields(TrainConfig)
+                                                  if f.name not in DATASET_FLAGS])
     wanted = {"task", "task_options"}
     for f in dc_fields(TrainConfig):
         if f.name in wanted:

@@ -13,7 +13,7 @@ import sys
 from layerwise.cli.args import add_config_arguments, cli_fields, config_values
 from layerwise.cli.main import add_model_args
 from layerwise.errors import LayerwiseError
-from layerwise.training.config import TrainConfig
+from layerwise.training.config import TrainConfig, fold_dataset
 
 NAME = "sweep"
 HELP = "train each selection (e.g. every block) and full, and report the layer contribution C(k)"
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)
     shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
-    values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
+    values = fold_dataset({k: v for k, v in config_values(args, TrainConfig).items() if k in shared})
     from layerwise.tasks.registry import absolute_paths
 
     task, task_options = absolute_paths(values["task"], values["task_options"])

@@ -86,6 +86,7 @@ def summary_lines(r: RunResult) -> list[str]:
         _score_line(r),
         f"forgetting    perplexity {_fmt(f.perplexity_before)} -> {_fmt(f.perplexity_after)} on "
         f"{f.general_data}",
+        *_lm_eval_lines(r),
         f"cost          {r.steps_completed} steps"
         + (f" (resumed at {r.resumed_from_step})" if r.resumed_from_step is not None else "")
         + f", median step {_fmt(r.step_seconds_median)} s, optimizer state "
@@ -96,6 +97,17 @@ def summary_lines(r: RunResult) -> list[str]:
         *[f"warning       {w}" for w in r.warnings],
         f"status        {r.status}" + (f": {r.failure}" if r.failure else ""),
     ]
+
+
+def _lm_eval_lines(r: RunResult) -> list[str]:
+    """--forgetting lm-eval:TASKS: each task's headline metric before and after."""
+    before, after = r.base.lm_eval or {}, r.final.lm_eval or {}
+    lines = []
+    for task, head in (before.get("headline") or {}).items():
+        end = (after.get("headline") or {}).get(task, {})
+        lines.append(f"  lm-eval {task}: {head['metric']} {_fmt(head['value'], '.4f')} -> "
+                     f"{_fmt(end.get('value'), '.4f')} on {before.get('n_samples', {}).get(task)} items")
+    return lines
 
 
 def _tying_lines(t: dict | None) -> list[str]:

@@ -12,7 +12,7 @@ import sys
 from layerwise.cli.args import add_config_arguments, cli_fields, config_values
 from layerwise.cli.main import add_model_args
 from layerwise.errors import LayerwiseError
-from layerwise.training.config import TrainConfig
+from layerwise.training.config import TrainConfig, fold_dataset
 
 NAME = "tune"
 HELP = "pick K blocks from cheap estimates, train them, verify (and compare with baselines)"
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.budget:
         raise LayerwiseError("--budget K|P% is required: how many blocks to train (e.g. 2 or 10%)")
     shared = {f.name for f in cli_fields((TrainConfig,), sweep=True)}
-    values = {k: v for k, v in config_values(args, TrainConfig).items() if k in shared}
+    values = fold_dataset({k: v for k, v in config_values(args, TrainConfig).items() if k in shared})
     task, task_options = absolute_paths(values["task"], values["task_options"])
     train = {k: v for k, v in train_options(values).items()
              if k not in ("task", "task_options", "method", "schedule", "park")}

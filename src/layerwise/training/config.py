@@ -288,34 +288,10 @@ class TrainConfig:
                                  "(other tasks take their files as --task-option)")
 
     def _fold_dataset(self) -> None:
-        """`--dataset` and its flags become the `dataset` task and its options (one code path
-        for every command that takes a task); the flags are then cleared, so config.yaml holds
-        the task options alone and repeats the run."""
-        from pathlib import Path
-
-        given = [f for f in DATASET_FLAGS[1:] if getattr(self, f) != _DEFAULTS[f]]
-        if self.dataset is None:
-            if given:
-                raise LayerwiseError(f"{', '.join('--' + f.replace('_', '-') for f in given)} "
-                                     "configure your own data: add --dataset SPEC")
-            return
-        if self.task not in ("arithmetic", "dataset"):
-            raise LayerwiseError(f"--dataset and --task {self.task}: give one of them")
-
-        def local(value):
-            path = Path(str(value)).expanduser()
-            return str(path.resolve()) if value and path.exists() else value
-
-        options = {"path": local(self.dataset), "columns": self.columns,
-                   "reward": ",".join(_absolute_reward(r) for r in self.reward) or None,
-                   "eval_dataset": local(self.eval_dataset), "eval_split": self.eval_split,
-                   "chat_template": local(self.chat_template), "loss_on": self.loss_on}
-        self.task = "dataset"
-        self.task_options = dict(self.task_options) | {
-            k: v for k, v in options.items() if v is not None and v != _DEFAULTS.get(k)} | {
-            "path": options["path"]}
-        for f in DATASET_FLAGS:
-            setattr(self, f, list(_DEFAULTS[f]) if isinstance(_DEFAULTS[f], list) else _DEFAULTS[f])
+        """`--dataset` and its flags become the `dataset` task and its options (fold_dataset)."""
+        values = fold_dataset({f: getattr(self, f) for f in ("task", "task_options", *DATASET_FLAGS)})
+        for key, value in values.items():
+            setattr(self, key, value)
 
     def _check_tying(self, method) -> None:
         from layerwise.training.tying import parse_tying
@@ -401,3 +377,38 @@ def check_report_to(value: str) -> None:
     if package and importlib.util.find_spec(package) is None:
         raise LayerwiseError(f"--report-to {value}: the {package} package is not installed "
                              f"(pip install {package})")
+
+
+def fold_dataset(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (TrainConfig field names) with `--dataset` and its flags folded into the
+    `dataset` task and its options, the flags reset: one code path for every command that takes
+    a task (train, sweep, tune, estimate, eval), and a config.yaml that repeats the run."""
+    from pathlib import Path
+
+    values = dict(values)
+    given = [f for f in DATASET_FLAGS[1:] if f in values and values[f] != _DEFAULTS[f]]
+    if values.get("dataset") is None:
+        if given:
+            raise LayerwiseError(f"{', '.join('--' + f.replace('_', '-') for f in given)} "
+                                 "configure your own data: add --dataset SPEC")
+        return values
+    if values.get("task", "arithmetic") not in ("arithmetic", "dataset"):
+        raise LayerwiseError(f"--dataset and --task {values['task']}: give one of them")
+
+    def local(value):
+        path = Path(str(value)).expanduser()
+        return str(path.resolve()) if value and path.exists() else value
+
+    get = lambda f: values.get(f, _DEFAULTS[f])  # noqa: E731
+    options = {"columns": get("columns"),
+               "reward": ",".join(_absolute_reward(r) for r in get("reward")) or None,
+               "eval_dataset": local(get("eval_dataset")), "eval_split": get("eval_split"),
+               "chat_template": local(get("chat_template")), "loss_on": get("loss_on")}
+    values["task"] = "dataset"
+    values["task_options"] = dict(values.get("task_options") or {}) | {
+        k: v for k, v in options.items() if v is not None and v != _DEFAULTS.get(k)} | {
+        "path": local(values["dataset"])}
+    for f in DATASET_FLAGS:
+        if f in values:
+            values[f] = list(_DEFAULTS[f]) if isinstance(_DEFAULTS[f], list) else _DEFAULTS[f]
+    return values

@@ -105,7 +105,22 @@ def score_base(config: TrainConfig, loaded: LoadedModel) -> Scored:
     task = get_task(config.task, **config.task_kwargs())
     ensure_pad_token(loaded.tokenizer)
     windows = _general_windows(loaded.tokenizer, config, loaded.context_length)
-    return score_model(loaded.model, loaded.tokenizer, task, config, windows)
+    scored = score_model(loaded.model, loaded.tokenizer, task, config, windows)
+    scored.scores.lm_eval = harness_scores(loaded.model, loaded.tokenizer, config)
+    return scored
+
+
+def harness_scores(model, tokenizer, config: TrainConfig) -> dict | None:
+    """--forgetting lm-eval:TASKS: lm-evaluation-harness on the model in memory (None: not asked)."""
+    tasks = config.lm_eval_tasks()
+    if not tasks:
+        return None
+    from layerwise.evaluation.harness import run_lm_eval
+
+    log.info("lm-evaluation-harness: %s", ", ".join(tasks))
+    return run_lm_eval(model, tokenizer, tasks, limit=config.lm_eval_limit,
+                       include=config.lm_eval_include, batch_size=config.eval_batch_size,
+                       seed=EVAL_SEED).to_dict()
 
 
 @dataclass
@@ -151,6 +166,10 @@ class TrainRecipe:
                                  "which DDP cannot follow: run it in one process (static tying "
                                  "works under DDP)")
         self.task = get_task(cfg.task, **cfg.task_kwargs())
+        if cfg.forgetting:
+            from layerwise.evaluation.harness import check_lm_eval
+
+            check_lm_eval(cfg.lm_eval_tasks(), cfg.lm_eval_include)
         if getattr(self.task, "kind", None) == "dataset":
             self._check_dataset()
         elif getattr(self.task, "kind", None) != "lm":
@@ -254,6 +273,7 @@ class TrainRecipe:
             log.info("scoring the base model on %d %s items", cfg.eval_n, self.task.name)
             scored = score_model(model, tokenizer, self.task, cfg, self.windows)
             self.base, self.base_eval = scored.scores, scored.evaluation
+            self.base.lm_eval = harness_scores(model, tokenizer, cfg)
             self.result.eval = {"n": scored.evaluation.n, "split": "eval", "seed": EVAL_SEED}
         self.result.base = self.base
         transformers.set_seed(cfg.seed)
@@ -454,6 +474,7 @@ class TrainRecipe:
         log.info("scoring the trained model")
         scored = score_model(self.model, self.loaded.tokenizer, self.task, self.config, self.windows)
         self.final, self.final_eval = scored.scores, scored.evaluation
+        self.final.lm_eval = harness_scores(self.model, self.loaded.tokenizer, self.config)
 
     # ---- 6. save -------------------------------------------------------------------------
     def save(self) -> None:
