@@ -133,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     train = spec.get("train") or {}
     eval_n = int(train.get("eval_n") or 100)
     base = load_model(spec.get("model"))
+    from layerwise.tasks.registry import prepare_task
+
+    prepare_task(task, base.tokenizer)
     # the references every estimator has to beat: depth alone, free
     priors = depth_priors(discover_layers(base.model).num_blocks)
     estimates.update(priors)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from layerwise.errors import LayerwiseError
 
@@ -139,9 +140,9 @@ def wikitext_task(text_file: str | Path, out_dir: str | Path,
                              "such as wikitext2_test.txt")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.yaml").write_text(
-        f"include: {LOCAL_TASKS / f'{WIKITEXT_TASK}.yaml'}\ntask: {name}\n"
-        f"dataset_kwargs:\n  path: {text}\n", encoding="utf-8")
+    task = {"include": str(LOCAL_TASKS / f"{WIKITEXT_TASK}.yaml"), "task": name,
+            "dataset_kwargs": {"path": str(text)}}
+    (out / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
     _TASK_MANAGERS.pop(str(out), None)  # its index predates the new task
     return out
 
@@ -223,7 +224,6 @@ def _left_as_found(model):
         torch.random.set_rng_state(states[2])
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
-        random.seed(1)
 
 
 def _harness_result(out: dict, tasks: list[str], limit: int | None,

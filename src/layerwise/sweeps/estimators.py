@@ -102,15 +102,17 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
     start = time.perf_counter()
     num_blocks = discover_layers(loaded.model).num_blocks
     blocks = profile_blocks(num_blocks, probes)
-    key = "loss" if template.get("method", "sft") in ("sft", "dpo") else "reward"
+    key = "reward" if get_method(template.get("method", "sft")).is_rl else "loss"
     sign = -1.0 if key == "loss" else 1.0
     configs = [TrainConfig(**{**template, "layers": str(b), "full": False, "steps": steps,
                               "seed": PROFILE_SEED_OFFSET + seed, "eval_n": 1,
                               "general_seqs": 1, "general_seq_len": 32, "out": None,
                               "progress": False, "eval_every": None, "save_every": None})
                for b in blocks]
-    pairs = _answer_pairs(get_task(configs[0].task, **configs[0].task_kwargs()), answer_prompts,
-                          PROFILE_SEED_OFFSET + seed + 1) if answer_prompts > 0 else []
+    from layerwise.tasks.registry import prepare_task
+
+    task = prepare_task(get_task(configs[0].task, **configs[0].task_kwargs()), loaded.tokenizer)
+    pairs = _answer_pairs(task, answer_prompts, PROFILE_SEED_OFFSET + seed + 1) if answer_prompts > 0 else []
     ensure_pad_token(loaded.tokenizer)
     base_logp = _answer_logp(loaded.model, loaded.tokenizer, pairs) if pairs else None
     scores, logp_gains, step_seconds = [], [], []

@@ -166,3 +166,12 @@ def get_task(spec: str | None = None, **options: Any) -> Task:
     if not hasattr(task, "description"):
         task.description = task.name
     return task
+
+
+def prepare_task(task, tokenizer):
+    """Hand a task the tokenizer it renders with (a conversational --dataset: the chat
+    template); a task without `bind` needs nothing. Returns the task."""
+    bind = getattr(task, "bind", None)
+    if callable(bind):
+        bind(tokenizer)
+    return task

@@ -191,3 +191,25 @@ def _check_mask_checkpoints(spec: str, model_config) -> None:
                 raise LayerwiseError(f"--mask-from {part} is a checkpoint of another model: "
                                      f"{name} is {tuple(checkpoint.shape(name))} there, {shape} "
                                      "in this model")
+
+
+def check_dataset_task(task, method: str, model: str | None, *, trust_remote_code: bool = False,
+                       tokenizer: str | None = None, tokenizer_data: str | None = None,
+                       n_train: int = 1000, seed: int = 0, max_length: int = 256) -> dict:
+    """A --dataset task against a method and a model, before any weight loads: the method takes
+    the data's TRL type (and has its reward), the model's tokenizer (loaded alone) can render the
+    data (a chat template for conversations), and for SFT at least one training row keeps a
+    loss-carrying token at --max-length. Returns what metrics.json records under `data`."""
+    from layerwise.models.loading import load_tokenizer
+    from layerwise.training.methods import get_method
+
+    m = get_method(method)
+    m.check_dataset(task.detected, bool(task.rewards), task.path)
+    tok = load_tokenizer(model, trust_remote_code=trust_remote_code, tokenizer=tokenizer,
+                         tokenizer_data=tokenizer_data)
+    task.bind(tok)
+    record: dict = {}
+    if m.name == "sft":
+        _, record = task.sft_dataset(tok, n_train, seed, max_length)
+    return {**record, "type": task.detected.describe(), "train_rows": task.split_size("train"),
+            "eval_rows": task.split_size("eval"), "score": task.primary}

@@ -208,20 +208,14 @@ class TrainRecipe:
             write_metrics(self.out, self.result.to_dict())
 
     def _check_dataset(self) -> None:
-        """A --dataset run: the method takes the data's type, the tokenizer (loaded alone, no
-        weights) renders it, and for SFT at least one row keeps a loss token at --max-length."""
-        from layerwise.models.loading import load_tokenizer
+        """A --dataset run: its type against the method, the chat template, the rows' length."""
+        from layerwise.training.precheck import check_dataset_task
 
-        cfg, task, mc = self.config, self.task, self.model_config
-        self.method.check_dataset(task.detected, bool(task.rewards), task.path)
-        tokenizer = load_tokenizer(mc.model, trust_remote_code=mc.trust_remote_code,
-                                   tokenizer=mc.tokenizer, tokenizer_data=cfg.data)
-        task.bind(tokenizer)
-        if self.method.name == "sft":
-            _, self.result.data = task.sft_dataset(tokenizer, cfg.n_train, cfg.seed, cfg.max_length)
-        self.result.data = {**(self.result.data or {}), "type": task.detected.describe(),
-                            "train_rows": task.split_size("train"),
-                            "eval_rows": task.split_size("eval"), "score": task.primary}
+        cfg, mc = self.config, self.model_config
+        self.result.data = check_dataset_task(
+            self.task, cfg.method, mc.model, trust_remote_code=mc.trust_remote_code,
+            tokenizer=mc.tokenizer, tokenizer_data=cfg.data, n_train=cfg.n_train, seed=cfg.seed,
+            max_length=cfg.max_length)
 
     def _prepare_resume(self) -> None:
         prev = read_run(self.out)

@@ -137,6 +137,11 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
     if unknown:
         raise LayerwiseError(f"--baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
     task = get_task(cfg.task, **cfg.task_options)
+    if getattr(task, "kind", None) == "dataset":
+        from layerwise.training.precheck import check_dataset_task
+
+        check_dataset_task(task, cfg.method, cfg.model, n_train=int(cfg.train.get("n_train", 1000)),
+                           seed=cfg.seed, max_length=int(cfg.train.get("max_length", 256)))
     layers = meta_layers(cfg.model)
     num_blocks = layers.num_blocks if layers is not None else None
     if num_blocks is not None:
@@ -183,11 +188,13 @@ def _check_resume(cfg: TuneConfig) -> dict | None:
 def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> TuneResult:
     """The whole tune; resumes from OUT/tune.json and the runs already in OUT."""
     from layerwise.models import discover_layers, load_model
+    from layerwise.tasks.registry import prepare_task
 
     task, previous = check(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(cfg.model, seed=cfg.seed)
+    prepare_task(task, loaded.tokenizer)
     layers = discover_layers(loaded.model)
     k = parse_budget(cfg.budget, layers.num_blocks)
     if previous is not None and previous.get("estimates"):
