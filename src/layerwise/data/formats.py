@@ -158,10 +158,16 @@ def _conversational(ds, own: set[str], where: str) -> bool:
 
 
 def _check_strings(ds, names: set[str], where: str) -> None:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     table = _table(ds)
     for name in sorted(names):
+        t = table.schema.field(name).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise LayerwiseError(f"{where}: column '{name}' holds {t}, not text (a string); it is "
+                                 "never converted to text (fix the data or rename another column "
+                                 "with --columns)")
         empty = pc.sum(pc.equal(pc.utf8_length(table.column(name)), 0)).as_py() or 0
         if name != "prompt" and empty == len(ds):
             raise LayerwiseError(f"{where}: column '{name}' is empty in every row")
@@ -173,7 +179,16 @@ def _check_labels(ds, where: str) -> None:
     t = _table(ds).schema.field("label").type
     if not pa.types.is_boolean(t):
         raise LayerwiseError(f"{where}: column 'label' holds {t}; an unpaired-preference label is "
-                             "true (desirable) or false (undesirable)")
+                             "true (desirable) or false (undesirable), a JSON boolean (CSV cells "
+                             "are read as text: use .jsonl or .parquet for this type)")
+
+
+def _start(parents, i: int) -> int:
+    """The flat index of the first message of the row that message `i` belongs to."""
+    row = parents[i].as_py()
+    while i > 0 and parents[i - 1].as_py() == row:
+        i -= 1
+    return i
 
 
 def _check_messages(ds, found: DataType, own: set[str], where: str) -> None:
@@ -207,8 +222,8 @@ def _check_messages(ds, found: DataType, own: set[str], where: str) -> None:
         empty = pc.or_kleene(pc.is_null(content), pc.equal(pc.utf8_length(content), 0))
         if pc.any(empty).as_py():
             i = int(pc.index(empty, True).as_py())
-            raise LayerwiseError(f"{where}: row {parents[i].as_py()}: a {roles[i].as_py()} message "
-                                 f"in '{name}' has empty content")
+            raise LayerwiseError(f"{where}: row {parents[i].as_py()}: message {i - _start(parents, i)} "
+                                 f"({roles[i].as_py()}) in '{name}' has empty content")
         if name in found.completion_columns:
             assistant = pc.filter(parents, pc.equal(roles, "assistant"))
             with_turn = pc.unique(assistant)

@@ -73,11 +73,49 @@ def _check_text_file(path: Path) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    cause = exc.__cause__ or exc.__context__
-    while not text and cause is not None:
-        text, cause = str(cause).strip(), cause.__cause__ or cause.__context__
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    """What the parser itself said: datasets wraps it, and after a failed Arrow parse of JSON
+    retries with pandas, whose message is vaguer; Arrow's names the row."""
+    chain = [exc]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    arrow = [e for e in chain if type(e).__name__ == "ArrowInvalid"]
+    found = arrow[0] if arrow else chain[-1]
+    text = str(found).strip()
+    return f"{type(found).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class _quiet:
+    """datasets logs a parser failure and draws progress bars: the user gets our one line."""
+
+    def __enter__(self):
+        import datasets
+
+        self.level = datasets.logging.get_verbosity()
+        self.bars = datasets.utils.are_progress_bars_disabled()
+        datasets.logging.set_verbosity_error()
+        datasets.utils.disable_progress_bars()
+        logging.getLogger("datasets").setLevel(logging.CRITICAL)
+        return self
+
+    def __exit__(self, *exc):
+        import datasets
+
+        datasets.logging.set_verbosity(self.level)
+        if not self.bars:
+            datasets.utils.enable_progress_bars()
+        return False
+
+
+def _csv_as_text(path: Path) -> dict:
+    """Every CSV column read as text (its header names them)."""
+    import csv
+
+    import datasets
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
+            "keep_default_na": False}
 
 
 def _read_file(path: Path, builder: str):
@@ -86,12 +124,15 @@ def _read_file(path: Path, builder: str):
     if builder != "parquet":
         _check_text_file(path)
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        # CSV cells are text: pandas would read a completion " 42" as the number 42
+        options = _csv_as_text(path) if builder == "csv" else {}
+        with _quiet():
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as exc:  # noqa: BLE001 - datasets wraps parser errors in many types
         if isinstance(exc.__cause__, UnicodeDecodeError) or isinstance(exc, UnicodeDecodeError):
             raise LayerwiseError(f"dataset file {path} is not UTF-8") from exc
         raise LayerwiseError(f"dataset file {path} cannot be parsed as {path.suffix.lstrip('.')}: "
-                             f"{_first_line(exc)} (rows of mixed types or a malformed line)") from exc
+                             f"{_first_line(exc)}") from exc
     return ds
 
 
@@ -99,7 +140,8 @@ def _read_disk(path: Path):
     import datasets
 
     try:
-        ds = datasets.load_from_disk(str(path))
+        with _quiet():
+            ds = datasets.load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001
         raise LayerwiseError(f"dataset directory {path} is not one written by datasets' "
                              f"save_to_disk: {_first_line(exc)}") from exc

@@ -389,8 +389,8 @@ def fold_dataset(values: dict[str, Any]) -> dict[str, Any]:
     given = [f for f in DATASET_FLAGS[1:] if f in values and values[f] != _DEFAULTS[f]]
     if values.get("dataset") is None:
         if given:
-            raise LayerwiseError(f"{', '.join('--' + f.replace('_', '-') for f in given)} "
-                                 "configure your own data: add --dataset SPEC")
+            raise LayerwiseError(f"{', '.join('--' + f.replace('_', '-') for f in given)}: only "
+                                 "with your own data: add --dataset SPEC")
         return values
     if values.get("task", "arithmetic") not in ("arithmetic", "dataset"):
         raise LayerwiseError(f"--dataset and --task {values['task']}: give one of them")
