@@ -58,7 +58,7 @@ def rows(kind: str, n: int = 40) -> list[dict]:
             "lm": {"text": f"{q} {a}."},
             "messages": {"messages": _user(i) + _assistant(a)},
             "prompt": {"prompt": _user(i), "solution": a},
-            "pc": {"prompt": q, "completion": " " + a, "solution": a},
+            "pc": {"prompt": q, "completion": " " + a, "solution": a, "id": i},
             "pc_chat": {"prompt": _user(i), "completion": _assistant(a), "solution": a},
             "pref": {"prompt": q, "chosen": " " + a, "rejected": " 99"},
             "pref_implicit": {"chosen": f"{q} {a}", "rejected": f"{q} 99"},

@@ -183,53 +183,57 @@ def _check_labels(ds, where: str) -> None:
                              "are read as text: use .jsonl or .parquet for this type)")
 
 
-def _start(parents, i: int) -> int:
-    """The flat index of the first message of the row that message `i` belongs to."""
-    row = parents[i].as_py()
-    while i > 0 and parents[i - 1].as_py() == row:
-        i -= 1
-    return i
-
-
 def _check_messages(ds, found: DataType, own: set[str], where: str) -> None:
-    """Known roles, non-empty content, and an assistant turn where one is needed, on every row."""
+    """Known roles, non-empty content, and an assistant turn where one is needed, on every row:
+    chunk by chunk of the memory-mapped table (no column is copied whole into memory)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     table = _table(ds)
     for name in sorted(own & set(CONVERSATIONAL_KEYS)):
-        column = table.column(name).combine_chunks()
+        column = table.column(name)
         item = column.type.value_type
         if not pa.types.is_struct(item) or not {"role", "content"} <= {f.name for f in item}:
             raise LayerwiseError(f"{where}: column '{name}' holds {column.type}; a message is an "
                                  "object with 'role' and 'content'")
-        lengths = pc.list_value_length(column)
-        if pc.min(lengths).as_py() == 0:
-            row = int(pc.index(pc.equal(lengths, 0), 0).as_py())
-            raise LayerwiseError(f"{where}: row {row}: '{name}' holds no message")
-        messages = pc.list_flatten(column)
-        parents = pc.list_parent_indices(column)
-        roles = pc.struct_field(messages, "role")
-        content = pc.struct_field(messages, "content")
-        bad_role = pc.invert(pc.is_in(roles, value_set=pa.array(ROLES)))
-        bad_role = pc.or_kleene(bad_role, pc.is_null(roles))
-        if pc.any(bad_role).as_py():
-            i = int(pc.index(bad_role, True).as_py())
-            raise LayerwiseError(f"{where}: row {parents[i].as_py()}: a message in '{name}' has role "
-                                 f"{roles[i].as_py()!r}; roles are {', '.join(ROLES)}")
-        if not (pa.types.is_string(content.type) or pa.types.is_large_string(content.type)):
-            raise LayerwiseError(f"{where}: '{name}' message content holds {content.type}, not text")
-        empty = pc.or_kleene(pc.is_null(content), pc.equal(pc.utf8_length(content), 0))
-        if pc.any(empty).as_py():
-            i = int(pc.index(empty, True).as_py())
-            raise LayerwiseError(f"{where}: row {parents[i].as_py()}: message {i - _start(parents, i)} "
-                                 f"({roles[i].as_py()}) in '{name}' has empty content")
-        if name in found.completion_columns:
-            assistant = pc.filter(parents, pc.equal(roles, "assistant"))
-            with_turn = pc.unique(assistant)
-            if len(with_turn) < len(column):
-                have = set(with_turn.to_pylist())
-                row = next(r for r in range(len(column)) if r not in have)
-                raise LayerwiseError(f"{where}: row {row}: '{name}' has no assistant turn (roles "
-                                     f"{', '.join(m['role'] for m in column[row].as_py())}); the "
-                                     "model is trained on what the assistant says")
+        offset = 0
+        for chunk in column.chunks:
+            _check_chunk(chunk, offset, name, name in found.completion_columns, where)
+            offset += len(chunk)
+
+
+def _check_chunk(chunk, offset: int, name: str, needs_assistant: bool, where: str) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(chunk) == 0:
+        return
+    lengths = pc.list_value_length(chunk)
+    if pc.min(lengths).as_py() == 0:
+        row = int(pc.index(pc.equal(lengths, 0), 0).as_py())
+        raise LayerwiseError(f"{where}: row {offset + row}: '{name}' holds no message")
+    messages = pc.list_flatten(chunk)
+    parents = pc.list_parent_indices(chunk)
+    roles = pc.struct_field(messages, "role")
+    content = pc.struct_field(messages, "content")
+    bad_role = pc.or_kleene(pc.invert(pc.is_in(roles, value_set=pa.array(ROLES))), pc.is_null(roles))
+    if pc.any(bad_role).as_py():
+        i = int(pc.index(bad_role, True).as_py())
+        raise LayerwiseError(f"{where}: row {offset + parents[i].as_py()}: a message in '{name}' has "
+                             f"role {roles[i].as_py()!r}; roles are {', '.join(ROLES)}")
+    if not (pa.types.is_string(content.type) or pa.types.is_large_string(content.type)):
+        raise LayerwiseError(f"{where}: '{name}' message content holds {content.type}, not text")
+    empty = pc.or_kleene(pc.is_null(content), pc.equal(pc.utf8_length(content), 0))
+    if pc.any(empty).as_py():
+        i = int(pc.index(empty, True).as_py())
+        row = parents[i].as_py()
+        first = int(pc.index(parents, row).as_py())
+        raise LayerwiseError(f"{where}: row {offset + row}: message {i - first} "
+                             f"({roles[i].as_py()}) in '{name}' has empty content")
+    if needs_assistant:
+        with_turn = pc.unique(pc.filter(parents, pc.equal(roles, "assistant")))
+        if len(with_turn) < len(chunk):
+            have = set(with_turn.to_pylist())
+            row = next(r for r in range(len(chunk)) if r not in have)
+            raise LayerwiseError(f"{where}: row {offset + row}: '{name}' has no assistant turn "
+                                 f"(roles {', '.join(m['role'] for m in chunk[row].as_py())}); "
+                                 "the model is trained on what the assistant says")

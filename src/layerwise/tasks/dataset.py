@@ -148,11 +148,15 @@ class DatasetTask:
 
     def rows(self, split: str, n: int, seed: int):
         """`n` rows of `split` as a `datasets.Dataset`: train drawn by the seed, eval the first n."""
+        import numpy as np
+
         check_split(split)
         ds = self._train if split == "train" else self._eval
-        if split == "train":
-            ds = ds.shuffle(seed=seed)
-        return ds.select(range(min(n, len(ds))))
+        take = min(n, len(ds))
+        if split == "eval":
+            return ds.select(range(take))
+        # a seed-drawn sample, not Dataset.shuffle (which writes a whole-file index to the cache)
+        return ds.select(np.random.default_rng(seed).permutation(len(ds))[:take])
 
     # ---- the Task protocol (prompt items, for generation and rewards) ---------------------
     def items(self, split: str, n: int, seed: int) -> list[TaskItem]:
