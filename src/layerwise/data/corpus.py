@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 EMBEDDED_CORPUS = "embedded"
 
 
+# diagnose/data take --text-field; train/sweep/tune take the lm task's option
+TEXT_FIELD_FLAGS = "--text-field (diagnose, data) or --task-option text_field=NAME (the lm task)"
+
+
+def _text_value(value, where: str, field: str) -> str:
+    """The text of a record: a string, never another value turned into one."""
+    if not isinstance(value, str):
+        hint = (" (messages: a conversation is a --dataset, docs/data.md)"
+                if isinstance(value, list) else "")
+        raise LayerwiseError(f"{where}: field '{field}' holds a {type(value).__name__}, not text"
+                             f"{hint}; it is never converted to text")
+    return value
+
+
 @dataclass(frozen=True)
 class Corpus:
     """A named text: where it came from, and the text itself (documents joined by blank lines)."""
@@ -58,9 +72,9 @@ def _read_jsonl(path: Path, text_field: str) -> str:
             fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise LayerwiseError(
                 f"{path} line {lineno} has no field '{text_field}' (fields: {fields}); "
-                "choose one with --text-field"
+                f"choose one with {TEXT_FIELD_FLAGS}"
             )
-        docs.append(str(record[text_field]))
+        docs.append(_text_value(record[text_field], f"{path} line {lineno}", text_field))
     return "\n\n".join(docs)
 
 
@@ -85,9 +99,10 @@ def _read_hf_dataset(name: str, text_field: str) -> str:
     if text_field not in ds.column_names:
         raise LayerwiseError(
             f"dataset '{name}' has no column '{text_field}' (columns: {', '.join(ds.column_names)}); "
-            "choose one with --text-field"
+            f"choose one with {TEXT_FIELD_FLAGS}"
         )
-    return "\n\n".join(str(t) for t in ds[text_field])
+    return "\n\n".join(_text_value(t, f"dataset '{name}' row {i}", text_field)
+                       for i, t in enumerate(ds[text_field]))
 
 
 def load_corpus(source: str | None = None, text_field: str = "text") -> Corpus:

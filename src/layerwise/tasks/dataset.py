@@ -80,6 +80,7 @@ class DatasetTask:
     name: str = "dataset"
     kind: str = "dataset"
     _tokenizer: Any = field(default=None, init=False, repr=False)
+    _sft_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         if self.loss_on not in LOSS_ON:
@@ -205,14 +206,19 @@ class DatasetTask:
                                       "prompt-completion"):
             raise LayerwiseError(f"internal: SFT on {self.detected.describe()}")
         self.bind(tokenizer)
+        key = (id(tokenizer), tokenizer.chat_template, n, seed, max_length)
+        if key in self._sft_cache:  # the run's check tokenized them already
+            return self._sft_cache[key]
         tokens = [sft_tokens(r, tokenizer, self.loss_on) for r in self.rows("train", n, seed)]
         kept, truncated = truncate(tokens, max_length)
         if not kept:
             raise LayerwiseError(f"{self.path}: every one of the {len(tokens)} training rows is "
                                  f"longer than --max-length {max_length} with no loss-carrying "
                                  "token left after truncation; raise --max-length")
-        return Dataset.from_list(kept), {"rows": len(tokens), "truncated": truncated,
-                                         "dropped_no_loss_tokens": len(tokens) - len(kept)}
+        self._sft_cache[key] = (Dataset.from_list(kept), {
+            "rows": len(tokens), "truncated": truncated,
+            "dropped_no_loss_tokens": len(tokens) - len(kept)})
+        return self._sft_cache[key]
 
     def reward_funcs(self):
         from layerwise.tasks.rewards import reward_funcs, reward_weights

@@ -172,7 +172,12 @@ class TrainRecipe:
             check_lm_eval(cfg.lm_eval_tasks(), cfg.lm_eval_include)
         if getattr(self.task, "kind", None) == "dataset":
             self._check_dataset()
-        elif getattr(self.task, "kind", None) != "lm":
+        elif getattr(self.task, "kind", None) == "lm":
+            from layerwise.data.corpus import load_corpus
+
+            for split in ("train", "eval"):  # a missing field or a non-text value: refused now
+                load_corpus(self.task.source(split), self.task.text_field)
+        else:
             # Reads the task's data files now (one item of each split), not after the base
             # model has been scored: a missing or malformed file is refused before any loading.
             try:
