@@ -70,6 +70,8 @@ def sft(out: Path, seeds=SEEDS) -> None:
         result = train(cfg, None, loaded=own, base=base)
         print(f"sft {arm} seed {seed}: {result.status} S {result.base.score} -> {result.final.score}",
               flush=True)
+        if result.status == "interrupted":  # Ctrl-C / SIGTERM: stop here, rerun resumes
+            raise SystemExit(130)
 
 
 def _flags(options: dict) -> list[str]:
@@ -95,7 +97,8 @@ def tune(out: Path, seeds=SEEDS) -> None:
         cmd = [sys.executable, "-m", "layerwise", "tune", "--budget", "3", "--seed", str(seed),
                "--out", str(run), *_flags(common(out))]
         print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=False)
+        if subprocess.run(cmd, check=False).returncode == 130:
+            raise SystemExit(130)
 
 
 def grpo(out: Path, seeds=SEEDS) -> None:
@@ -109,7 +112,8 @@ def grpo(out: Path, seeds=SEEDS) -> None:
         cmd = [sys.executable, "-m", "layerwise", "train", "--seed", str(seed), "--out", str(run),
                "--overwrite", *_flags(options)]
         print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=False)
+        if subprocess.run(cmd, check=False).returncode == 130:
+            raise SystemExit(130)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ def _dataset_lines(r: RunResult) -> list[str]:
         if key != b.primary and getattr(b, key) is not None:
             lines.append(f"  {label:<23} base {_fmt(getattr(b, key), '.4f')} -> final "
                          f"{_fmt(getattr(f, key), '.4f')}")
+    for name, value in (b.reward_means or {}).items():
+        lines.append(f"  {'reward ' + name:<23} base {_fmt(value, '.4f')} -> final "
+                     f"{_fmt((f.reward_means or {}).get(name), '.4f')}")
     return lines
 
 

@@ -41,6 +41,7 @@ class TaskEvaluation:
     preference_accuracy: float | None = None
     preference_margin: float | None = None
     primary: str | None = None  # the field that is S; None: accuracy, else the loss (lm)
+    reward_means: dict | None = None  # several --reward: each one's mean (S is their weighted sum)
 
     @property
     def score(self) -> float | None:

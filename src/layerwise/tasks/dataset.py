@@ -292,7 +292,13 @@ class DatasetTask:
             prompts = [self._render(r["prompt"]) for r in rows]
             texts = generate_texts(model, tokenizer, prompts, self.max_new_tokens, batch_size,
                                    add_special_tokens=not self.conversational)
-            values = score_completions(self.rewards, [self._as_completion(t) for t in texts], rows)
+            completions = [self._as_completion(t) for t in texts]
+            values = score_completions(self.rewards, completions, rows)
+            if len(self.rewards) > 1:  # each reward's own mean, beside the weighted sum S
+                ev.reward_means = {}
+                for spec in self.rewards:
+                    own = [v for v in score_completions([spec], completions, rows) if not math.isnan(v)]
+                    ev.reward_means[spec.metric_name] = sum(own) / len(own) if own else None
             scores = [0.0 if v is None or math.isnan(v) else float(v) for v in values]
             ev.mean_score = sum(scores) / len(scores)
             if self._binary_rewards():

@@ -80,7 +80,8 @@ def scores_of(ev: TaskEvaluation, general_perplexity: float | None) -> Scores:
                   perplexity=getattr(ev, "perplexity", None),
                   preference_accuracy=getattr(ev, "preference_accuracy", None),
                   preference_margin=getattr(ev, "preference_margin", None),
-                  primary=getattr(ev, "primary", None))
+                  primary=getattr(ev, "primary", None),
+                  reward_means=getattr(ev, "reward_means", None))
 
 
 def _general_windows(tokenizer, config: TrainConfig, max_context):

@@ -42,6 +42,7 @@ class Scores:
     preference_accuracy: float | None = None
     preference_margin: float | None = None
     primary: str | None = None  # which field is S (a user's dataset: docs/data.md); None: as above
+    reward_means: dict | None = None  # several --reward: each one's mean on the held-out rows
     lm_eval: dict | None = None  # --forgetting lm-eval:TASKS: the harness's metrics
 
     @property
