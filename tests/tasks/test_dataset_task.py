@@ -211,3 +211,28 @@ def test_sft_trainer_takes_our_labels_as_they_are(F, tiny, tmp_path):
     ours = completion_loss(tiny.model, [{"input_ids": r["input_ids"], "labels": r["labels"]}
                                         for r in rows], tiny.tokenizer.pad_token_id)
     assert theirs.item() == pytest.approx(ours, rel=1e-5)
+
+
+def test_sweep_and_tune_take_a_dataset_through_the_same_path(F, tmp_path):
+    """A sweep keys its runs on the dataset task's options and computes C(k) on the held-out
+    loss; tune estimates, chooses, trains and verifies on the same data."""
+    common = ["--model", "tiny:llama", "--dataset", str(F / "pc_chat.jsonl"), "--chat-template",
+              str(F / "chatml.jinja"), "--steps", "2", "--batch-size", "4", "--eval-n", "4",
+              "--eval-split", "4", "--general-seqs", "1", "--general-seq-len", "16",
+              "--report-to", "none", "-q"]
+    code, out, err = run_cli(["sweep", *common, "--layers", "1;2", "--out", str(tmp_path / "s")])
+    assert code == 0, err
+    contribution = json.loads((tmp_path / "s" / "contribution.json").read_text())
+    assert contribution["sweep"]["task"] == "dataset"
+    assert contribution["sweep"]["task_options"]["path"] == str(F / "pc_chat.jsonl")
+    # S is the held-out completion loss (nats): the base's equals the task's own evaluation
+    task = make_task(**contribution["sweep"]["task_options"])
+    tiny = load_model("tiny:llama", seed=0)
+    assert contribution["base_score"] == pytest.approx(
+        task.evaluate(tiny.model, tiny.tokenizer, n=4).loss, rel=1e-6)
+    assert contribution["full_score"]["0"] < contribution["base_score"]  # training lowered it
+    code, out, err = run_cli(["tune", *common, "--budget", "1", "--out", str(tmp_path / "t")])
+    assert code == 0, err
+    tune = json.loads((tmp_path / "t" / "tune.json").read_text())
+    assert tune["status"] == "completed" and len(tune["choice"]["blocks"]) == 1
+    assert tune["settings"]["task"] == "dataset"
