@@ -222,6 +222,11 @@ class TrainRecipe:
             self.task, cfg.method, mc.model, trust_remote_code=mc.trust_remote_code,
             tokenizer=mc.tokenizer, tokenizer_data=cfg.data, n_train=cfg.n_train, seed=cfg.seed,
             max_length=cfg.max_length)
+        d = self.result.data
+        log.info("data %s: %s; %d train / %d held-out rows; S = %s%s", self.task.path, d["type"],
+                 d["train_rows"], d["eval_rows"], d["score"],
+                 f"; {d['truncated']} of {d['rows']} rows longer than --max-length {cfg.max_length} "
+                 "are truncated" if d.get("truncated") else "")
 
     def _prepare_resume(self) -> None:
         prev = read_run(self.out)
