@@ -192,7 +192,7 @@ def _dry_dataset(recipe) -> None:
     if data.get("truncated"):
         sys.stdout.write(f"# {data['truncated']} of {data['rows']} training rows are longer than "
                          f"--max-length {recipe.config.max_length} and will be truncated\n")
-    for line in task.first_example(recipe.method.name == "sft"):
+    for line in task.first_example(recipe.method.name == "sft", recipe.config.seed):
         sys.stdout.write(f"# | {line}\n")
 
 

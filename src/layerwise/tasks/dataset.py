@@ -247,13 +247,13 @@ class DatasetTask:
             ds = unpair_preference_dataset(ds)
         return ds
 
-    def first_example(self, method_is_sft: bool) -> list[str]:
+    def first_example(self, method_is_sft: bool, seed: int = 0) -> list[str]:
         """The first training row exactly as the model will see it (SFT: the token ids decoded,
         the loss-carrying spans in [[ ]]; RL: the rendered prompt) — `train --dry-run`."""
         from layerwise.data.chat import show_example
 
         tok = self._tokenizer
-        row = self.rows("train", 1, 0)[0]
+        row = self.rows("train", 1, seed)[0]
         if method_is_sft and "prompt" not in row or method_is_sft and "completion" in row:
             tokens = sft_tokens(row, tok, self.loss_on)
             carrying = sum(label != -100 for label in tokens["labels"])
