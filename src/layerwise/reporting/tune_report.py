@@ -73,6 +73,12 @@ def write_tune_report(result, out: Path) -> Path:
              table(["run", "trains", "trainable", "score before", "score after", "gain",
                     "general perplexity", "median step (s)", "optimizer state (MiB)", "status"],
                    _run_rows(result))]
+    harness = [[r.label, task, m["metric"], m["before"], m["after"]] for r in
+               ([result.run] if result.run else []) + list(result.baselines.values())
+               for task, m in (getattr(r, "lm_eval", None) or {}).items()]
+    if harness:
+        parts += ["<h3>Forgetting, lm-evaluation-harness</h3>",
+                  table(["run", "task", "metric", "before", "after"], harness)]
     v = result.verification
     if v:
         parts.append(

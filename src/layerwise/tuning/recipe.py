@@ -76,6 +76,7 @@ class RunSummary:
     train_seconds: float | None
     optimizer_state_mib: float
     failure: str | None = None
+    lm_eval: dict | None = None  # --forgetting lm-eval:TASKS: {task: {metric, before, after}}
 
 
 @dataclass
@@ -106,7 +107,17 @@ def _summary(label: str, run) -> RunSummary:
                       gain=None if before is None or after is None else after - before,
                       forgetting=run.forgetting.relative_change,
                       median_step_s=run.step_seconds_median, train_seconds=run.train_seconds,
-                      optimizer_state_mib=run.optimizer_state_bytes / 2**20, failure=run.failure)
+                      optimizer_state_mib=run.optimizer_state_bytes / 2**20, failure=run.failure,
+                      lm_eval=_lm_eval_pairs(run))
+
+
+def _lm_eval_pairs(run) -> dict | None:
+    """Each lm-eval task's headline metric before and after the run (None: not measured)."""
+    before = (run.base.lm_eval or {}).get("headline") or {}
+    after = (run.final.lm_eval or {}).get("headline") or {}
+    return {task: {"metric": h["metric"], "before": h["value"],
+                   "after": (after.get(task) or {}).get("value")}
+            for task, h in before.items()} or None
 
 
 def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
