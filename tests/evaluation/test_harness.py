@@ -226,3 +226,20 @@ def test_to_dict_is_json_safe():
     assert data["metrics"][WIKI] == {"word_perplexity": None, "x": None}
     assert data["headline"][WIKI] == {"metric": "word_perplexity", "value": None,
                                       "higher_is_better": False}
+
+
+def test_a_lora_wrapped_model_is_evaluated_as_it_is():
+    """A PEFT-wrapped model (LoRA training) goes through the harness: the tied-head check reads
+    through PEFT's forwarding, and no weight changes."""
+    import torch
+
+    from layerwise.models import load_model
+    from layerwise.training.config import TrainConfig
+    from layerwise.training.trainable import prepare_trainable
+
+    lm = load_model("tiny:llama", seed=0)
+    wrapped = prepare_trainable(lm.model, TrainConfig(lora=True, steps=1)).model
+    before = {k: v.clone() for k, v in wrapped.state_dict().items()}
+    result = run_lm_eval(wrapped, lm.tokenizer, ["layerwise_arith_mc"], limit=2)
+    assert result.n_samples["layerwise_arith_mc"] == 2
+    assert all(torch.equal(before[k], v) for k, v in wrapped.state_dict().items())

@@ -182,15 +182,24 @@ def _check_wikitext_file(entry) -> None:
 
 def _refuse_untied_head(model) -> None:
     """HFLM calls `model.tie_weights()`, which re-ties (overwrites) an output head that the config
-    says is tied but that training has untied; refuse rather than change the model."""
-    tied = getattr(model, "get_expanded_tied_weights_keys", None)
-    for target, source in (tied(all_submodels=True) if tied else {}).items():
-        if model.get_parameter(target) is not model.get_parameter(source):
-            raise LayerwiseError(
-                f"the model's config ties {target} to {source} but they are separate tensors, "
-                f"and lm-eval would overwrite {target}; set model.config.tie_word_embeddings = "
-                "False first"
-            )
+    says is tied but that training has untied; refuse rather than change the model. Read through
+    the input/output embedding accessors, which a PEFT-wrapped model forwards to its base."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if not getattr(text, "tie_word_embeddings", False):
+        return
+    try:
+        source, target = model.get_input_embeddings(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return
+    if source is None or target is None:
+        return
+    if target.weight is not source.weight and target.weight.data_ptr() != source.weight.data_ptr():
+        raise LayerwiseError(
+            "the model's config ties the output head to the input embeddings but they are "
+            "separate tensors, and lm-eval would overwrite the head; set "
+            "model.config.tie_word_embeddings = False first"
+        )
 
 
 def _with_pad_token(tokenizer):
