@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from layerwise.models.loading import load_model
     from layerwise.tasks.registry import get_task, parse_task_options
 
-    from layerwise.errors import LayerwiseError
     from layerwise.training.config import DATASET_FLAGS, fold_dataset
 
     values = fold_dataset({"task": args.task or "arithmetic",

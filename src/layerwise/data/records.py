@@ -13,7 +13,6 @@ from typing import Any
 
 from layerwise.errors import LayerwiseError
 from layerwise.fileio import jsonl_error, read_text_file
-from layerwise.hub import hub_reachable
 
 
 def _check_fields(record: Any, fields: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -41,19 +40,10 @@ def _read_jsonl_records(path: Path, fields: tuple[str, ...]) -> list[dict[str, A
 
 
 def _read_hf_records(name: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    spec = name.removeprefix("hf:")
-    spec, _, split = spec.partition("@")
-    path, _, config = spec.partition(":")
-    if not hub_reachable():
-        raise LayerwiseError(f"cannot load data '{name}': not an existing .jsonl file, and the "
-                             "Hugging Face Hub is unreachable for a dataset of that name")
-    try:
-        import datasets
+    from layerwise.data.user_data import read_hub
 
-        ds = datasets.load_dataset(path, config or None, split=split or "train")
-    except Exception as exc:  # datasets raises many types for "not found / offline"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LayerwiseError(f"cannot load data '{name}': {first}") from exc
+    ds = read_hub(name if name.startswith("hf:") else f"hf:{name}", "cannot load data",
+                  "an existing .jsonl file")
     missing = [f for f in fields if f not in ds.column_names]
     if missing:
         raise LayerwiseError(f"dataset '{name}' has no column {', '.join(missing)} "

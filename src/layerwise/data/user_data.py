@@ -153,28 +153,30 @@ def _read_disk(path: Path):
     return ds
 
 
-def _read_hub(spec: str):
+def read_hub(spec: str, what: str = "dataset", local: str = "a local .jsonl/.json/.csv/.parquet "
+             "file or a save_to_disk directory"):
+    """`hf:NAME[:CONFIG][@SPLIT]` from the Hub; unreachable or not found: one line."""
     from layerwise.hub import hub_reachable
 
     name = spec.removeprefix("hf:")
     name, _, split = name.partition("@")
     path, _, config = name.partition(":")
     if not hub_reachable():
-        raise LayerwiseError(f"dataset {spec}: the Hugging Face Hub is unreachable from here; use a "
-                             "local .jsonl/.json/.csv/.parquet file or a save_to_disk directory")
+        raise LayerwiseError(f"{what} {spec}: the Hugging Face Hub is unreachable from here; use "
+                             f"{local}")
     import datasets
 
     try:
         return datasets.load_dataset(path, config or None, split=split or "train")
     except Exception as exc:  # noqa: BLE001
-        raise LayerwiseError(f"dataset {spec}: {_first_line(exc)}") from exc
+        raise LayerwiseError(f"{what} {spec}: {_first_line(exc)}") from exc
 
 
 def load_user_dataset(spec: str, columns: str | None = None):
     """The `datasets.Dataset` that `spec` names, columns renamed, with at least one row."""
     kind = spec_kind(spec)
     if kind == "hub":
-        ds = _read_hub(spec)
+        ds = read_hub(spec)
     elif kind == "disk":
         ds = _read_disk(Path(spec).expanduser())
     else:

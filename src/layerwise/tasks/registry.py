@@ -10,10 +10,7 @@ unknown option is an error that lists the valid ones.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from layerwise.errors import LayerwiseError
@@ -41,28 +38,9 @@ def _import_factory(target: str) -> Callable[..., Task]:
 
 
 def _load_file_factory(spec: str) -> Callable[..., Task]:
-    path_text, _, attr = spec.rpartition(":")
-    path = Path(path_text)
-    if not path.is_file():
-        raise LayerwiseError(f"task file {path} does not exist (expected FILE.py:FACTORY)")
-    module_name = f"layerwise_user_task_{abs(hash(str(path.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise LayerwiseError(f"task file {path} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: report its failure as one line
-        sys.modules.pop(module_name, None)
-        raise LayerwiseError(f"task file {path} failed to import: {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                         and getattr(v, "__module__", None) == module_name)
-        raise LayerwiseError(f"task file {path} does not define a factory {attr!r}; "
-                             f"callables defined there: {', '.join(defined) or 'none'}")
-    return factory
+    from layerwise.userfile import load_callable
+
+    return load_callable(spec, "task", "factory")
 
 
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number"}

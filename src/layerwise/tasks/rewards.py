@@ -30,15 +30,12 @@ broken reward is one line at once rather than a traceback after the model has lo
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 import logging
 import math
 import numbers
-import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from layerwise.errors import LayerwiseError
@@ -214,27 +211,9 @@ def _is_file_spec(source: str) -> bool:
 
 
 def _load_file_function(source: str) -> RewardFunction:
-    path_text, _, attr = source.rpartition(":")
-    path = Path(path_text)
-    if not path.is_file():
-        raise LayerwiseError(f"reward file {path} does not exist (expected FILE.py:FUNCTION)")
-    module_name = f"layerwise_user_reward_{abs(hash(str(path.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise LayerwiseError(f"reward file {path} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file: its failure as one line
-        sys.modules.pop(module_name, None)
-        raise LayerwiseError(f"reward file {path} failed to import: {type(exc).__name__}: {exc}") from exc
-    function = getattr(module, attr, None)
-    if not callable(function):
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                         and getattr(v, "__module__", None) == module_name)
-        raise LayerwiseError(f"reward file {path} does not define a function {attr!r}; "
-                             f"callables defined there: {', '.join(defined) or 'none'}")
+    from layerwise.userfile import load_callable
+
+    function = load_callable(source, "reward", "function")
     _check_signature(source, function)
     return function
 
