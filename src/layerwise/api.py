@@ -232,7 +232,8 @@ class SweepResult:
                              f"{', '.join(r.label for r in self.contributions)}")
 
 
-def sweep(model: str | None = None, *, task: str, method: str = "sft", layers: str = "each",
+def sweep(model: str | None = None, *, task: str | None = None, method: str = "sft",
+          layers: str = "each",
           seeds: int | str | Iterable[int] = (0,), out: str | Path, workers: int = 1,
           full_lr: float | None = None, backend: str = "local", dtype: str = "auto",
           device: str = "auto", force: bool = False, keep_full: bool = True,
@@ -248,6 +249,7 @@ def sweep(model: str | None = None, *, task: str, method: str = "sft", layers: s
     Example::
 
         sw = layerwise.sweep("tiny:llama", task="arithmetic", layers="1;2", out="sweep", steps=3)
+        sw = layerwise.sweep("tiny:llama", dataset="chats.jsonl", layers="1;2", out="s2")
         sw.base_score, sw.full_scores, [(c.label, c.contribution_mean) for c in sw.contributions]
     """
     from dataclasses import fields
@@ -257,7 +259,7 @@ def sweep(model: str | None = None, *, task: str, method: str = "sft", layers: s
     from layerwise.sweeps.spec import SweepSpec
     from layerwise.sweeps.spec import train_options as sweep_train_options  # the command's run ids
     from layerwise.tasks.registry import parse_task_options
-    from layerwise.training.config import TrainConfig
+    from layerwise.training.config import TrainConfig, fold_dataset
 
     allowed = {f.name: f for f in fields(TrainConfig)
                if f.metadata.get("cli", True) and f.metadata.get("sweep", True)
@@ -268,6 +270,10 @@ def sweep(model: str | None = None, *, task: str, method: str = "sft", layers: s
     task_options = values.pop("task_options")
     if not isinstance(task_options, dict):
         task_options = parse_task_options([str(o) for o in task_options])
+    # dataset=... and its options become the dataset task, as on the command line
+    folded = fold_dataset({**values, "task": task or "arithmetic", "task_options": task_options})
+    task, task_options = folded.pop("task"), folded.pop("task_options")
+    values = folded
     spec = SweepSpec(model=model, task=task, method=method, layers=layers, seeds=_seeds(seeds),
                      task_options=task_options,
                      train=sweep_train_options({**values, "task": task, "method": method,

@@ -236,3 +236,16 @@ def test_sweep_and_tune_take_a_dataset_through_the_same_path(F, tmp_path):
     tune = json.loads((tmp_path / "t" / "tune.json").read_text())
     assert tune["status"] == "completed" and len(tune["choice"]["blocks"]) == 1
     assert tune["settings"]["task"] == "dataset"
+
+
+def test_the_python_api_takes_a_dataset_like_the_command(F, tmp_path):
+    import layerwise
+
+    common = dict(dataset=str(F / "pc_chat.jsonl"), chat_template=str(F / "chatml.jinja"),
+                  steps=1, batch_size=2, eval_n=2, eval_split="4", general_seqs=1,
+                  general_seq_len=16, report_to="none")
+    run = layerwise.train("tiny:llama", layers="1", out=str(tmp_path / "r"), **common)
+    assert run.ok and run.task == "dataset" and run.base.primary == "loss"
+    sw = layerwise.sweep("tiny:llama", layers="1", out=str(tmp_path / "s"), **common)
+    assert sw.spec.task == "dataset" and sw.spec.task_options["path"] == str(F / "pc_chat.jsonl")
+    assert sw.base_score == pytest.approx(run.base.score, rel=1e-6)  # the same S, both ways
