@@ -44,14 +44,14 @@ def _cell(values: list[float], fmt: str, worst) -> str:
 
 def sft_table(root: Path) -> list[str]:
     base = json.loads((root / "sft-base.json").read_text())
-    lines = ["| arm | trainable | seeds | held-out loss | math accuracy | WikiText word ppl | s/step |",
-             "|---|---|---|---|---|---|---|",
+    lines = ["| arm | trainable | seeds | held-out loss | math accuracy | WikiText word ppl |",
+             "|---|---|---|---|---|---|",
              f"| base model | — | — | {base['loss']:.4f} | {base['accuracy']:.3f} | "
-             f"{_wiki(base):.2f} | — |"]
+             f"{_wiki(base):.2f} |"]
     for prefix, label in SFT_ARMS:
         runs = _runs(root, prefix)
         if not runs:
-            lines.append(f"| {label} | — | 0 | not run | | | |")
+            lines.append(f"| {label} | — | 0 | not run | | |")
             continue
         blocks = runs[0]["trainable"]
         extra = ""
@@ -62,15 +62,14 @@ def sft_table(root: Path) -> list[str]:
             f"| {label}{extra} | {blocks['params']:,} ({100 * blocks['share']:.1f}%) | {len(runs)} | "
             f"{_cell([r['final']['loss'] for r in runs], '.4f', max)} | "
             f"{_cell([r['final']['accuracy'] for r in runs], '.3f', min)} | "
-            f"{_cell([_wiki(r['final']) for r in runs], '.2f', max)} | "
-            f"{_cell([r['step_seconds_median'] for r in runs], '.1f', max)} |")
+            f"{_cell([_wiki(r['final']) for r in runs], '.2f', max)} |")
     return lines
 
 
 def grpo_table(root: Path) -> list[str]:
     runs = _runs(root, "grpo-mid")
     lines = ["| seed | S = math + 0.5 closeness, base -> final | math | closeness | held-out loss "
-             "| steps without signal | s/step |", "|---|---|---|---|---|---|---|"]
+             "| steps without signal |", "|---|---|---|---|---|---|"]
 
     def pair(r, name):
         b, f = (r[k].get("reward_means") or {} for k in ("base", "final"))
@@ -81,10 +80,9 @@ def grpo_table(root: Path) -> list[str]:
         lines.append(f"| {r['seed']} | {r['base']['mean_score']:.3f} -> {r['final']['mean_score']:.3f} | "
                      f"{pair(r, 'math_reward')} | {pair(r, 'closeness')} | "
                      f"{r['base']['loss']:.4f} -> {r['final']['loss']:.4f} | "
-                     f"{sig.get('steps_without_signal', '—')} of {sig.get('logged_steps', '—')} | "
-                     f"{r['step_seconds_median']:.1f} |")
+                     f"{sig.get('steps_without_signal', '—')} of {sig.get('logged_steps', '—')} |")
     if not runs:
-        lines.append("| — | not run | | | | |")
+        lines.append("| — | not run | | | |")
     return lines
 
 

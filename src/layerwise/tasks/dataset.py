@@ -21,6 +21,7 @@ The score S (C(k), sweeps, tune, estimate), by what the data and flags give (doc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -296,8 +297,9 @@ class DatasetTask:
             values = score_completions(self.rewards, completions, rows)
             if len(self.rewards) > 1:  # each reward's own mean, beside the weighted sum S
                 ev.reward_means = {}
-                for spec in self.rewards:
-                    own = [v for v in score_completions([spec], completions, rows) if not math.isnan(v)]
+                for spec in self.rewards:  # unweighted, as TRL logs rewards/<name>/mean
+                    alone = dataclasses.replace(spec, weight=1.0)
+                    own = [v for v in score_completions([alone], completions, rows) if not math.isnan(v)]
                     ev.reward_means[spec.metric_name] = sum(own) / len(own) if own else None
             scores = [0.0 if v is None or math.isnan(v) else float(v) for v in values]
             ev.mean_score = sum(scores) / len(scores)
