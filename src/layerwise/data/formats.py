@@ -87,8 +87,11 @@ class Detected:
         return f"{self.name}{prompt}, {form}"
 
 
-def detect(ds, where: str) -> Detected:
-    """The TRL type of `ds` from its columns, checked on every row (Arrow, no Python loop)."""
+def detect(ds, where: str, content: bool = True) -> Detected:
+    """The TRL type of `ds` from its columns, checked on every row (Arrow, no Python loop):
+    the columns' types and presence always (mixed rows are found from the null counts);
+    with `content`, every message (`check_rows`) too. A task checks the content of the rows
+    it reads instead, so a million-row file costs no more memory than the rows it trains on."""
     columns = list(ds.column_names)
     found = next((t for t in TYPES.values() if all(c in columns for c in t.needs)), None)
     if found is None:
@@ -102,14 +105,26 @@ def detect(ds, where: str) -> Detected:
     if found.name == "language-modelling" and conversational:
         raise LayerwiseError(f"{where}: column 'text' holds messages; a conversation goes in a "
                              "column named 'messages' (--columns messages=text)")
-    if conversational:
-        _check_messages(ds, found, own, where)
-    else:
-        _check_strings(ds, own - {"label"}, where)
+    if not conversational:
+        _check_string_types(ds, own - {"label"}, where)
     if found.name == "unpaired-preference":
         _check_labels(ds, where)
     extra = tuple(c for c in columns if c not in own)
-    return Detected(found.name, conversational, extra, explicit_prompt=explicit)
+    detected = Detected(found.name, conversational, extra, explicit_prompt=explicit)
+    if content:
+        check_rows(ds, detected, where)
+    return detected
+
+
+def check_rows(ds, detected: Detected, where: str, index=None) -> None:
+    """Every message of `ds` (roles, content, an assistant turn where one is needed), or every
+    text column not empty in every row; `index[i]`: the file's row number of row i."""
+    table = ds.with_format("arrow")[0:len(ds)]  # the selected rows only
+    own = set(detected.columns)
+    if detected.conversational:
+        _check_messages(table, TYPES[detected.type], own, where, index)
+    else:
+        _check_empty(table, own - {"label"}, where)
 
 
 def _table(ds):
@@ -157,9 +172,8 @@ def _conversational(ds, own: set[str], where: str) -> bool:
     return any(kinds.values())
 
 
-def _check_strings(ds, names: set[str], where: str) -> None:
+def _check_string_types(ds, names: set[str], where: str) -> None:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     table = _table(ds)
     for name in sorted(names):
@@ -168,9 +182,15 @@ def _check_strings(ds, names: set[str], where: str) -> None:
             raise LayerwiseError(f"{where}: column '{name}' holds {t}, not text (a string); it is "
                                  "never converted to text (fix the data or rename another column "
                                  "with --columns)")
+
+
+def _check_empty(table, names: set[str], where: str) -> None:
+    import pyarrow.compute as pc
+
+    for name in sorted(names):
         empty = pc.sum(pc.equal(pc.utf8_length(table.column(name)), 0)).as_py() or 0
-        if name != "prompt" and empty == len(ds):
-            raise LayerwiseError(f"{where}: column '{name}' is empty in every row")
+        if name != "prompt" and empty == len(table):
+            raise LayerwiseError(f"{where}: column '{name}' is empty in every row read")
 
 
 def _check_labels(ds, where: str) -> None:
@@ -183,12 +203,11 @@ def _check_labels(ds, where: str) -> None:
                              "are read as text: use .jsonl or .parquet for this type)")
 
 
-def _check_messages(ds, found: DataType, own: set[str], where: str) -> None:
+def _check_messages(table, found: DataType, own: set[str], where: str, index=None) -> None:
     """Known roles, non-empty content, and an assistant turn where one is needed, on every row:
-    chunk by chunk of the memory-mapped table (no column is copied whole into memory)."""
+    chunk by chunk of the table (no column is copied whole into memory)."""
     import pyarrow as pa
 
-    table = _table(ds)
     for name in sorted(own & set(CONVERSATIONAL_KEYS)):
         column = table.column(name)
         item = column.type.value_type
@@ -197,20 +216,25 @@ def _check_messages(ds, found: DataType, own: set[str], where: str) -> None:
                                  "object with 'role' and 'content'")
         offset = 0
         for chunk in column.chunks:
-            _check_chunk(chunk, offset, name, name in found.completion_columns, where)
+            _check_chunk(chunk, offset, name, name in found.completion_columns, where, index)
             offset += len(chunk)
 
 
-def _check_chunk(chunk, offset: int, name: str, needs_assistant: bool, where: str) -> None:
+def _check_chunk(chunk, offset: int, name: str, needs_assistant: bool, where: str,
+                 index=None) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if len(chunk) == 0:
         return
+
+    def at(r: int) -> int:  # the row's number in the file (rows a run selected: via `index`)
+        return int(index[offset + r]) if index is not None else offset + r
+
     lengths = pc.list_value_length(chunk)
     if pc.min(lengths).as_py() == 0:
         row = int(pc.index(pc.equal(lengths, 0), 0).as_py())
-        raise LayerwiseError(f"{where}: row {offset + row}: '{name}' holds no message")
+        raise LayerwiseError(f"{where}: row {at(row)}: '{name}' holds no message")
     messages = pc.list_flatten(chunk)
     parents = pc.list_parent_indices(chunk)
     roles = pc.struct_field(messages, "role")
@@ -218,7 +242,7 @@ def _check_chunk(chunk, offset: int, name: str, needs_assistant: bool, where: st
     bad_role = pc.or_kleene(pc.invert(pc.is_in(roles, value_set=pa.array(ROLES))), pc.is_null(roles))
     if pc.any(bad_role).as_py():
         i = int(pc.index(bad_role, True).as_py())
-        raise LayerwiseError(f"{where}: row {offset + parents[i].as_py()}: a message in '{name}' has "
+        raise LayerwiseError(f"{where}: row {at(parents[i].as_py())}: a message in '{name}' has "
                              f"role {roles[i].as_py()!r}; roles are {', '.join(ROLES)}")
     if not (pa.types.is_string(content.type) or pa.types.is_large_string(content.type)):
         raise LayerwiseError(f"{where}: '{name}' message content holds {content.type}, not text")
@@ -227,13 +251,13 @@ def _check_chunk(chunk, offset: int, name: str, needs_assistant: bool, where: st
         i = int(pc.index(empty, True).as_py())
         row = parents[i].as_py()
         first = int(pc.index(parents, row).as_py())
-        raise LayerwiseError(f"{where}: row {offset + row}: message {i - first} "
+        raise LayerwiseError(f"{where}: row {at(row)}: message {i - first} "
                              f"({roles[i].as_py()}) in '{name}' has empty content")
     if needs_assistant:
         with_turn = pc.unique(pc.filter(parents, pc.equal(roles, "assistant")))
         if len(with_turn) < len(chunk):
             have = set(with_turn.to_pylist())
             row = next(r for r in range(len(chunk)) if r not in have)
-            raise LayerwiseError(f"{where}: row {offset + row}: '{name}' has no assistant turn "
+            raise LayerwiseError(f"{where}: row {at(row)}: '{name}' has no assistant turn "
                                  f"(roles {', '.join(m['role'] for m in chunk[row].as_py())}); "
                                  "the model is trained on what the assistant says")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from layerwise.data.chat import LOSS_ON, prompt_text, read_chat_template, sft_tokens
-from layerwise.data.formats import Detected, detect
+from layerwise.data.formats import Detected, check_rows, detect
 from layerwise.data.user_data import load_user_dataset
 from layerwise.errors import LayerwiseError
 from layerwise.evaluation.task_eval import TaskEvaluation
@@ -82,30 +82,33 @@ class DatasetTask:
     kind: str = "dataset"
     _tokenizer: Any = field(default=None, init=False, repr=False)
     _sft_cache: dict = field(default_factory=dict, init=False, repr=False)
+    _checked: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self):
         if self.loss_on not in LOSS_ON:
             raise LayerwiseError(f"--loss-on {self.loss_on!r}; valid: {', '.join(LOSS_ON)}")
         self.template = read_chat_template(self.chat_template) if self.chat_template else None
+        import numpy as np
+
         full = load_user_dataset(self.path, self.columns)
-        self.detected: Detected = detect(full, self.path)
+        self.detected: Detected = detect(full, self.path, content=False)
         if self.eval_dataset:
             held = load_user_dataset(self.eval_dataset, self.columns)
-            other = detect(held, self.eval_dataset)
+            other = detect(held, self.eval_dataset, content=False)
             if (other.type, other.conversational) != (self.detected.type, self.detected.conversational):
                 raise LayerwiseError(f"--eval-dataset {self.eval_dataset} is {other.describe()}; "
                                      f"the training data is {self.detected.describe()}")
-            self._train, self._eval = full, held
+            self._sources = {"train": (full, np.arange(len(full))), "eval": (held, np.arange(len(held)))}
         else:
-            import numpy as np
-
             n_eval = parse_eval_split(self.eval_split, len(full))
             perm = np.random.default_rng(SPLIT_SEED).permutation(len(full))
-            self._eval, self._train = full.select(perm[:n_eval]), full.select(perm[n_eval:])
+            # index arrays, not Dataset.select over the whole file (which costs ~100 MB per
+            # million rows): a run selects only the rows it reads
+            self._sources = {"train": (full, perm[n_eval:]), "eval": (full, perm[:n_eval])}
         self.rewards = self._load_rewards()
         self.higher_is_better = self.primary != "loss"
-        self.description = (f"{self.path}: {self.detected.describe()}, {len(self._train)} train / "
-                            f"{len(self._eval)} held-out rows; S = {self.primary}")
+        self.description = (f"{self.path}: {self.detected.describe()}, {self.split_size('train')} "
+                            f"train / {self.split_size('eval')} held-out rows; S = {self.primary}")
 
     # ---- what the data is ------------------------------------------------------------------
     @property
@@ -133,11 +136,11 @@ class DatasetTask:
         return specs
 
     def sample_rows(self, n: int) -> list[dict]:
-        return [self._train[i] for i in range(min(n, len(self._train)))]
+        return list(self.rows("train", n, 0))
 
     def split_size(self, split: str) -> int:
         check_split(split)
-        return len(self._train if split == "train" else self._eval)
+        return len(self._sources[split][1])
 
     def bind(self, tokenizer) -> None:
         """The tokenizer whose chat template renders the conversations (--chat-template wins)."""
@@ -153,12 +156,18 @@ class DatasetTask:
         import numpy as np
 
         check_split(split)
-        ds = self._train if split == "train" else self._eval
-        take = min(n, len(ds))
-        if split == "eval":
-            return ds.select(range(take))
-        # a seed-drawn sample, not Dataset.shuffle (which writes a whole-file index to the cache)
-        return ds.select(np.random.default_rng(seed).permutation(len(ds))[:take])
+        ds, index = self._sources[split]
+        take = min(n, len(index))
+        # eval: the first rows of the split; train: a seed-drawn sample (not Dataset.shuffle,
+        # which writes a whole-file index to the cache)
+        chosen = index[:take] if split == "eval" else index[
+            np.random.default_rng(seed).permutation(len(index))[:take]]
+        key = (split, take, seed if split == "train" else None)
+        if key not in self._checked:  # the messages of every row a run reads, once
+            check_rows(ds.select(chosen), self.detected, self.eval_dataset if split == "eval"
+                       and self.eval_dataset else self.path, index=chosen)
+            self._checked.add(key)
+        return ds.select(chosen)
 
     # ---- the Task protocol (prompt items, for generation and rewards) ---------------------
     def items(self, split: str, n: int, seed: int) -> list[TaskItem]:

@@ -195,7 +195,8 @@ def _check_mask_checkpoints(spec: str, model_config) -> None:
 
 def check_dataset_task(task, method: str, model: str | None, *, trust_remote_code: bool = False,
                        tokenizer: str | None = None, tokenizer_data: str | None = None,
-                       n_train: int = 1000, seed: int = 0, max_length: int = 256) -> dict:
+                       n_train: int = 1000, seed: int = 0, max_length: int = 256,
+                       eval_n: int = 100) -> dict:
     """A --dataset task against a method and a model, before any weight loads: the method takes
     the data's TRL type (and has its reward), the model's tokenizer (loaded alone) can render the
     data (a chat template for conversations), and for SFT at least one training row keeps a
@@ -205,6 +206,8 @@ def check_dataset_task(task, method: str, model: str | None, *, trust_remote_cod
 
     m = get_method(method)
     m.check_dataset(task.detected, bool(task.rewards), task.path)
+    task.rows("train", n_train, seed)  # every row the run will read: its messages checked
+    task.rows("eval", eval_n, 0)
     tok = load_tokenizer(model, trust_remote_code=trust_remote_code, tokenizer=tokenizer,
                          tokenizer_data=tokenizer_data)
     task.bind(tok)

@@ -221,7 +221,7 @@ class TrainRecipe:
         self.result.data = check_dataset_task(
             self.task, cfg.method, mc.model, trust_remote_code=mc.trust_remote_code,
             tokenizer=mc.tokenizer, tokenizer_data=cfg.data, n_train=cfg.n_train, seed=cfg.seed,
-            max_length=cfg.max_length)
+            max_length=cfg.max_length, eval_n=cfg.eval_n)
         d = self.result.data
         log.info("data %s: %s; %d train / %d held-out rows; S = %s%s", self.task.path, d["type"],
                  d["train_rows"], d["eval_rows"], d["score"],

@@ -152,7 +152,8 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
         from layerwise.training.precheck import check_dataset_task
 
         check_dataset_task(task, cfg.method, cfg.model, n_train=int(cfg.train.get("n_train", 1000)),
-                           seed=cfg.seed, max_length=int(cfg.train.get("max_length", 256)))
+                           seed=cfg.seed, max_length=int(cfg.train.get("max_length", 256)),
+                           eval_n=int(cfg.train.get("eval_n", 100)))
     layers = meta_layers(cfg.model)
     num_blocks = layers.num_blocks if layers is not None else None
     if num_blocks is not None:
