@@ -38,8 +38,10 @@ CHILD = r"""
 import json, sys
 from layerwise.cli.main import main
 code = main(json.loads(sys.argv[1]))
-hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print("RESULT", json.dumps({"code": code, "peak_mib": int(hwm.split()[1]) / 1024}))
+status = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in open("/proc/self/status")
+          if l.startswith(("VmHWM", "RssAnon", "RssFile"))}
+print("RESULT", json.dumps({"code": code, "peak_mib": status["VmHWM"],
+                            "anon_mib_at_end": status["RssAnon"], "file_mib_at_end": status["RssFile"]}))
 """
 
 
@@ -83,9 +85,12 @@ def scale(rows: list[int], tmp: Path) -> list[dict]:
             r = run_child(data, template, tmp / f"run{n}", cache)
             out.append({"rows": n, "file_mib": data.stat().st_size / 2**20, "cache": state,
                         "first_step_seconds": r["first_step_seconds"], "peak_mib": r["peak_mib"],
-                        "write_seconds": made})
+                        "anon_mib_at_end": r["anon_mib_at_end"],
+                        "file_mib_at_end": r["file_mib_at_end"], "write_seconds": made})
             print(f"{n:>9,} rows ({out[-1]['file_mib']:.0f} MiB), {state} cache: first step after "
-                  f"{r['first_step_seconds']:.1f} s, peak {r['peak_mib']:.0f} MiB", flush=True)
+                  f"{r['first_step_seconds']:.1f} s, peak {r['peak_mib']:.0f} MiB (at the end: "
+                  f"anonymous {r['anon_mib_at_end']:.0f} MiB, file-backed "
+                  f"{r['file_mib_at_end']:.0f} MiB)", flush=True)
     return out
 
 
