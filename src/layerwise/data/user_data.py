@@ -21,6 +21,13 @@ from layerwise.errors import LayerwiseError
 log = logging.getLogger(__name__)
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _SAMPLE_BYTES = 1 << 20  # the head of a text file checked for UTF-8 before datasets reads it
+# Rows per record batch of the Arrow cache. datasets' default (1,000) leaves a million-row file
+# in 1,000 batches, and opening it faults in ~64 KB around each batch header: ~64 MB of a
+# 150 MB file resident before a row is read. 10,000 leaves ~8 MB (docs/measurements.md).
+WRITER_BATCH = 10_000
+# Files above this size are converted to Arrow in a child process: the conversion's buffers
+# (~100 MB per million rows) are then never part of the training process's memory.
+CONVERT_APART_BYTES = 32 << 20
 
 
 def parse_columns(text: str | None) -> dict[str, str]:
@@ -118,16 +125,40 @@ def _csv_as_text(path: Path) -> dict:
             "keep_default_na": False}
 
 
-def _read_file(path: Path, builder: str):
+def _load(builder: str, path: Path):
     import datasets
 
+    # CSV cells are text: pandas would read a completion " 42" as the number 42
+    options = _csv_as_text(path) if builder == "csv" else {}
+    with _quiet():
+        return datasets.load_dataset(builder, data_files=str(path), split="train",
+                                     writer_batch_size=WRITER_BATCH, **options)
+
+
+def convert(builder: str, path: str) -> None:
+    """Build the Arrow cache of `path` (run in a child process by `_convert_apart`)."""
+    _load(builder, Path(path))
+
+
+def _convert_apart(builder: str, path: Path) -> None:
+    """A large file's JSON/CSV -> Arrow conversion in a child process, so that its buffers stay
+    out of this one; a failure there is left for the load here to report in one line."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from layerwise.data.user_data import convert; convert(sys.argv[1], sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, builder, str(path)], check=False,
+                   capture_output=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+
+
+def _read_file(path: Path, builder: str):
     if builder != "parquet":
         _check_text_file(path)
+    if path.stat().st_size > CONVERT_APART_BYTES:
+        _convert_apart(builder, path)
     try:
-        # CSV cells are text: pandas would read a completion " 42" as the number 42
-        options = _csv_as_text(path) if builder == "csv" else {}
-        with _quiet():
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        ds = _load(builder, path)
     except Exception as exc:  # noqa: BLE001 - datasets wraps parser errors in many types
         if isinstance(exc.__cause__, UnicodeDecodeError) or isinstance(exc, UnicodeDecodeError):
             raise LayerwiseError(f"dataset file {path} is not UTF-8") from exc
