@@ -113,7 +113,11 @@ def _result_line(task_name: str, result, model: str) -> str:
                         for k in ("accuracy", "mean_score", "loss", "preference_accuracy",
                                   "preference_margin")
                         if k != result.primary and getattr(result, k) is not None)
-        return (f"{task_name}: S = {result.primary.replace('_', ' ')} {result.score:.4f} on "
+        extra += "".join(f", reward {name} {value:.4f}" for name, value in
+                         (result.reward_means or {}).items() if value is not None)
+        from layerwise.tasks.dataset import S_NAMES
+
+        return (f"{task_name}: S = {S_NAMES[result.primary]} {result.score:.4f} on "
                 f"{result.n} {result.split} rows{extra}, {result.seconds:.1f} s, model {model}\n")
     if result.loss is not None:
         return (f"{task_name}: loss {result.loss:.4f} nats/token, perplexity "

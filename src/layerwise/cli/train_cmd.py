@@ -45,14 +45,12 @@ def _fmt(x, spec=".3f"):
     return "-" if x is None else format(x, spec)
 
 
-_PRIMARY = {"loss": "held-out loss", "mean_score": "mean reward",
-            "preference_accuracy": "preference accuracy", "preference_margin": "preference margin"}
-
-
 def _dataset_lines(r: RunResult) -> list[str]:
     """--dataset: S by name, then every other held-out figure the data gave."""
+    from layerwise.tasks.dataset import S_NAMES
+
     b, f, n = r.base, r.final, r.eval.get("n")
-    lines = [f"S = {_PRIMARY[b.primary]:<19} base {_fmt(b.score, '.4f')} -> final "
+    lines = [f"S = {S_NAMES[b.primary]:<19} base {_fmt(b.score, '.4f')} -> final "
              f"{_fmt(f.score, '.4f')} on {n} held-out rows"]
     for key, label in (("accuracy", "accuracy"), ("loss", "held-out loss"),
                        ("preference_margin", "preference margin")):

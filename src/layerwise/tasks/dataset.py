@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SPLIT_SEED = 0  # the eval split is the same rows whatever the training seed
 DEFAULT_EVAL_SPLIT = "5%"
 SAMPLE_ROWS = 4  # rows a reward is tried on before any weights load
+S_NAMES = {"loss": "held-out loss", "mean_score": "mean reward",
+           "preference_accuracy": "preference accuracy", "preference_margin": "preference margin"}
 
 
 def parse_eval_split(text: str | int | float, rows: int) -> int:
