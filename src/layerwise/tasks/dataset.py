@@ -366,17 +366,18 @@ def truncate(tokens: list[dict], max_length: int) -> tuple[list[dict], int]:
 
 
 def _completion_text(value) -> str:
-    if isinstance(value, list):
-        return "".join(m.get("content", "") for m in value if m.get("role") == "assistant")
-    return value or ""
+    from layerwise.tasks.rewards import completion_text
+
+    return completion_text(value)
 
 
 def _reference_text(row: dict) -> str | None:
+    """What the rewards compare against (tasks/rewards.py's order), for the per-item records."""
     from layerwise.tasks.rewards import REFERENCE_COLUMNS
 
     for name in REFERENCE_COLUMNS:
         if row.get(name) is not None:
-            return str(row[name]) if not isinstance(row[name], list) else _completion_text(row[name])
+            return _completion_text(row[name])
     return _completion_text(row.get("completion")) or None
 
 
