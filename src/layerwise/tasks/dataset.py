@@ -13,7 +13,7 @@ The score S (C(k), sweeps, tune, estimate), by what the data and flags give (doc
 
 | data | S | also reported |
 |---|---|---|
-| with `--reward` (prompt-only, prompt-completion) | mean reward on greedy completions | accuracy (share of rewards = 1) when every reward is 0/1; completion loss for prompt-completion |
+| with `--reward` (prompt-only, prompt-completion) | mean reward on greedy completions (the weighted sum) | accuracy (share of rewards = 1) for one built-in 0/1 reward; each reward's mean when several; completion loss for prompt-completion |
 | prompt-completion or language modelling, no reward | held-out completion loss (nats, lower is better) | perplexity |
 | preference | preference accuracy: log p(chosen) > log p(rejected) | mean margin |
 | unpaired preference | mean log p per token, desirable minus undesirable | |
