@@ -218,8 +218,11 @@ class DatasetTask:
                                       "prompt-completion"):
             raise LayerwiseError(f"internal: SFT on {self.detected.describe()}")
         self.bind(tokenizer)
-        key = (id(tokenizer), tokenizer.chat_template, n, seed, max_length)
-        if key in self._sft_cache:  # the run's check tokenized them already
+        from layerwise.tasks.lm import tokenizer_fingerprint
+
+        # the run's check tokenized them with a tokenizer loaded alone: the same one, another object
+        key = (tokenizer_fingerprint(tokenizer), tokenizer.chat_template, n, seed, max_length)
+        if key in self._sft_cache:
             return self._sft_cache[key]
         tokens = [sft_tokens(r, tokenizer, self.loss_on) for r in self.rows("train", n, seed)]
         kept, truncated = truncate(tokens, max_length)
