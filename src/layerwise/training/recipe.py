@@ -37,6 +37,9 @@ from layerwise.errors import LayerwiseError
 from layerwise.evaluation.generation import ensure_pad_token
 from layerwise.fileio import atomic_write_text
 from layerwise.evaluation.task_eval import TaskEvaluation, evaluate_task, write_records
+from layerwise.inputs import check as check_inputs
+from layerwise.inputs import read_record, write_record
+from layerwise.inputs import record as inputs_record
 from layerwise.models.loading import LoadedModel, load_model
 from layerwise.tasks.registry import get_task
 from layerwise.training import run_dir
@@ -207,11 +210,27 @@ class TrainRecipe:
                 run_dir.check_writable(self.out)
             return
         if self.out is not None and self.resume:
+            self._check_inputs()  # before anything is written: the same model, data, settings
             self._prepare_resume()  # every process: all must resume from the same checkpoint
         elif self.out is not None and self.main:
+            inputs = self._inputs()
             run_dir.claim(self.out, cfg.overwrite)
+            write_record(self.out, inputs)
             run_dir.write_config(self.out, self.model_config, cfg)
             write_metrics(self.out, self.result.to_dict())
+
+    def _inputs(self, like: dict | None = None) -> dict:
+        """What this run reads (layerwise/inputs.py): compared when it is resumed."""
+        mc = self.model_config
+        return inputs_record(model=mc.model, settings=run_dir.run_settings(mc, self.config),
+                             seed=self.config.seed, task=self.task, tokenizer=mc.tokenizer,
+                             tokenizer_data=self.tokenizer_data, like=like)
+
+    def _check_inputs(self) -> None:
+        before = read_record(self.out)
+        check_inputs(before, self._inputs(like=before), f"--resume {self.out}", "the run started",
+                     f"start afresh with `layerwise train --config {self.out}/{run_dir.CONFIG_FILE} "
+                     f"--out {self.out} --overwrite`, or another --out")
 
     def _check_dataset(self) -> None:
         """A --dataset run: its type against the method, the chat template, the rows' length."""

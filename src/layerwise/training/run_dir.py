@@ -26,7 +26,7 @@ from layerwise.fileio import atomic_write_text
 from layerwise.training.result import latest_checkpoint, read_run, stale_message
 
 CONFIG_FILE = "config.yaml"
-RUN_FILES = ("metrics.json", CONFIG_FILE, "curves.png", "eval_base.jsonl", "eval_final.jsonl",
+RUN_FILES = ("metrics.json", CONFIG_FILE, "inputs.json", "curves.png", "eval_base.jsonl", "eval_final.jsonl",
              "pairs.jsonl")
 RUN_DIRS = ("model", "merged", "tensorboard", "checkpoints")
 
@@ -99,6 +99,12 @@ def config_document(model_config, train_config) -> dict[str, Any]:
             key = f.metadata.get("flag") or flag_name(f.name)
             doc[key] = getattr(cfg, f.name)
     return doc
+
+
+def run_settings(model_config, train_config) -> dict[str, Any]:
+    """Both configs as one mapping of field names to values: what `layerwise.inputs` records."""
+    return {f.name: getattr(cfg, f.name) for cfg in (model_config, train_config)
+            for f in fields(cfg)}
 
 
 def write_config(out: Path, model_config, train_config) -> Path:
