@@ -267,7 +267,7 @@ def changes(before: dict, now: dict, *, sections: tuple[str, ...] = ("model", "t
     return out
 
 
-def check(before: dict | None, now: dict, name: str, since: str, fresh: str, *,
+def check(before: dict | None, now: dict, name: str, since: str | None, fresh: str, *,
           sections: tuple[str, ...] = ("model", "tokenizer", "data", "options", "code")) -> None:
     """Refuse in one line if `now` differs from `before`: `name` is what is being re-read
     ("--resume R"), `since` when it was first read ("the run started"), `fresh` how to start
@@ -279,8 +279,8 @@ def check(before: dict | None, now: dict, name: str, since: str, fresh: str, *,
     if found:
         more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" \
             if len(found) > 1 else ""
-        raise LayerwiseError(f"{name}: since {since}, {found[0]}{more}; nothing was written: "
-                             f"{fresh}")
+        when = f"since {since}, " if since else ""
+        raise LayerwiseError(f"{name}: {when}{found[0]}{more}; nothing was written: {fresh}")
 
 
 def write_record(out: Path, rec: dict) -> Path:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from pathlib import Path
 
 from layerwise.errors import LayerwiseError
 from layerwise.fileio import atomic_write_text, json_safe, read_json
+
+log = logging.getLogger(__name__)
 
 NAME = "estimate"
 HELP = "predict C(k) cheaply (diagnostics metrics, one full run, start-of-training gradients) " \
@@ -72,6 +75,33 @@ def _same_model(diag, doc: dict, column, sweep_dir: Path, diag_path: str) -> Non
         check_identity(diag.get("identity"), theirs, f"--diagnostics {diag_path}")
 
 
+def _same_inputs(spec: dict, before: dict | None, sweep_dir: Path, full_dir: Path | None) -> None:
+    """The model, tokenizer and data the estimators read now are those the sweep's runs read
+    (its C(k) is what they are judged by); the --full-run's model too."""
+    from layerwise.inputs import check, read_record
+    from layerwise.sweeps.runner import sweep_inputs
+    from layerwise.sweeps.spec import SweepSpec
+
+    fresh = "rerun the sweep on this model and data (another --out), or estimate on the sweep's"
+    if before is None:
+        log.warning("%s has no record of the inputs its runs read (an older sweep): the model "
+                    "and data the estimators read now cannot be checked against them", sweep_dir)
+    else:
+        try:
+            sweep = SweepSpec(**{**spec, "seeds": tuple(spec.get("seeds") or (0,))})
+        except TypeError as exc:
+            raise LayerwiseError(f"{sweep_dir}/contribution.json: its sweep spec is unreadable "
+                                 f"({exc})") from exc
+        check(before, sweep_inputs(sweep, like=before), f"sweep {sweep_dir}", "its runs were made",
+              fresh, sections=("model", "tokenizer", "data", "code"))
+    if full_dir is not None and before is not None:
+        full = read_record(full_dir)
+        if full is not None:
+            check(before, full, f"--full-run {full_dir} was trained from another model than the "
+                  "sweep's", None, "pass the sweep's own full run, or --no-delta",
+                  sections=("model", "tokenizer"))
+
+
 def run(args: argparse.Namespace) -> int:
     from layerwise.models.arch import discover_layers
     from layerwise.models.loading import load_model
@@ -118,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with"
                              + (f" ({why})" if why else ""))
     with open_store(sweep_dir) as store:
-        runs = store.runs()
+        _same_inputs(spec, doc.get("inputs") or store.inputs(), sweep_dir,
+                     None if args.no_delta else full_dir)
+        runs = store.current_runs()  # never the runs of another model --force kept beside them
     sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in runs)
     single = [(r["metrics"] or {}).get("wall_seconds") for r in runs
               if len(r["spec"].get("blocks") or []) == 1 and r["spec"].get("kind") != "full"

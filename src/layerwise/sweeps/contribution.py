@@ -115,9 +115,9 @@ def sweep_notes(rows: list[dict], s_base: float, full: dict[int, float],
 
 def to_json(s_base: float, full: dict[int, float], rows: list[Contribution],
             sweep: dict | None = None, notes: list[str] | None = None,
-            identity: dict | None = None) -> str:
+            identity: dict | None = None, inputs: dict | None = None) -> str:
     doc = {"formula": "C(k) = (S_k - S_base) / (S_full - S_base), per seed, then mean and sd",
-           "identity": identity, "notes": notes or [],
+           "identity": identity, "inputs": inputs, "notes": notes or [],
            "sweep": sweep or {}, "base_score": s_base, "full_score": {str(k): v for k, v in full.items()},
            "selections": [json_safe(asdict(r), "null") for r in rows]}
     return json.dumps(doc, indent=2) + "\n"

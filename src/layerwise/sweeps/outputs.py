@@ -20,9 +20,9 @@ def write_sweep_outputs(sweep: SweepSpec, rows: list[dict], out: str | Path,
     from layerwise.sweeps.store import open_store
 
     with open_store(out) as store:
-        identity = store.identity()
+        identity, inputs = store.identity(), store.inputs()
     atomic_write_text(out / "contribution.json", to_json(s_base, full, table, asdict(sweep), notes,
-                                                         identity))
+                                                         identity, inputs))
     atomic_write_text(out / "contribution.csv", to_csv(table))
     title = f"Layer contribution: {sweep.summary()}"
     plot = plot_contribution(table, out / "contribution.png", title)
@@ -49,7 +49,7 @@ def write_partial_outputs(sweep: SweepSpec, out: str | Path) -> int | None:
     if not (Path(out) / STORE_NAME).is_file():
         return None
     with open_store(out) as store:
-        rows = [r for r in store.runs() if r["status"] == "completed"]
+        rows = [r for r in store.current_runs() if r["status"] == "completed"]
     if not any(r["label"] == BASE_LABEL for r in rows) or \
             not any(r["label"] == FULL_LABEL for r in rows):
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from layerwise.errors import LayerwiseError
+from layerwise.inputs import identity_key
 from layerwise.procs import die_with_parent
 from layerwise.models.arch import discover_layers
 from layerwise.models.loading import LoadedModel, load_model
@@ -40,8 +42,8 @@ class Execution:
     threads: int | None = None
 
 
-def _pristine(model: str | None, ex: Execution) -> LoadedModel:
-    key = (model, ex.dtype, ex.device)
+def _pristine(model: str | None, ex: Execution, inputs: str | None = None) -> LoadedModel:
+    key = (model, ex.dtype, ex.device, inputs)  # a model dir changed on disk is another model
     if key not in _MODELS:
         _MODELS[key] = load_model(model, dtype=ex.dtype, device=ex.device)
     return _MODELS[key]
@@ -62,7 +64,7 @@ def execute_run(run: RunSpec, base_metrics: dict | None, ex: Execution,
 
         torch.set_num_threads(ex.threads)
     try:
-        pristine = _pristine(run.model, ex)
+        pristine = _pristine(run.model, ex, run.inputs)
         config = run.config()
         if save_to is not None:
             config.out = save_to
@@ -167,14 +169,18 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
     if backend == "ray":
         connect_ray(ray_address)  # before any work, so a bad address fails at once
     ex = Execution(dtype=dtype, device=device)
-    pristine = _pristine(sweep.model, ex)  # also resolves the selections on the real structure
-    runs = plan_runs(sweep, discover_layers(pristine.model))
     with open_store(out) as store:
+        # what the sweep reads, checked against what the store's runs read, before any loading
+        inputs = check_sweep_inputs(sweep, store, out, force)
+        key = identity_key(inputs)
+        pristine = _pristine(sweep.model, ex, key)  # also resolves the selections on the structure
+        runs = plan_runs(sweep, discover_layers(pristine.model), key)
         from layerwise.models.identity import model_identity
 
         identity = model_identity(discover_layers(pristine.model), sweep.model)
         store.claim(sweep.sweep_id(), {"summary": sweep.summary(), "identity": identity,
-                                       "spec": dataclasses.asdict(sweep)}, force=force)
+                                       "spec": dataclasses.asdict(sweep), "inputs": inputs,
+                                       "inputs_key": key}, force=force)
         done = store.completed_ids()
         base_run, train_runs = runs[0], runs[1:]
         if base_run.run_id not in done:
@@ -205,9 +211,49 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, workers: int = 1, backend: s
         return [r for r in store.runs() if r["run_id"] in ids]
 
 
+def sweep_inputs(sweep: SweepSpec, like: dict | None = None) -> dict:
+    """What every run of `sweep` reads (layerwise.inputs): its model (loaded with seed 0, as the
+    workers load it), tokenizer, data files, the sweep's spec and the code."""
+    from layerwise.inputs import record
+    from layerwise.tasks.registry import get_task
+    from layerwise.training.config import ModelConfig, TrainConfig
+    from layerwise.training.run_dir import run_settings
+
+    try:
+        cfg = TrainConfig(**{**sweep.train, "task": sweep.task, "task_options": sweep.task_options,
+                             "method": sweep.method, "full": True, "out": None})
+    except TypeError as exc:
+        raise LayerwiseError(f"sweep training options: {exc}") from exc
+    task = get_task(cfg.task, **cfg.task_kwargs())
+    settings = {**run_settings(ModelConfig(model=sweep.model), cfg), "layers": sweep.layers}
+    rec = record(model=sweep.model, settings=settings, seed=0, task=task, like=like)
+    rec["options"] = json.loads(json.dumps(dataclasses.asdict(sweep), default=str))
+    return rec
+
+
+def check_sweep_inputs(sweep: SweepSpec, store: SweepStore, out, force: bool) -> dict:
+    """The sweep's inputs record; a store whose runs read other inputs is refused (its spec is
+    checked by `SweepStore.claim`), unless --force: then this sweep's runs, whose ids carry the
+    new inputs' key, sit beside the earlier ones and C(k) never mixes the two."""
+    from layerwise.inputs import changes, check
+
+    before = store.inputs()
+    inputs = sweep_inputs(sweep, like=before)
+    sections = ("model", "tokenizer", "data", "code")
+    if store.runs() and not force:
+        check(before, inputs, f"--out {out}", "the store's runs were made",
+              "use another --out, or --force to run this sweep beside them as a separate sweep "
+              "(C(k) never mixes the two)", sections=sections)
+    elif store.runs() and (before is None or changes(before, inputs, sections=sections)):
+        log.warning("--force: the runs already in %s read other inputs (%s); this sweep's runs "
+                    "are kept beside them as a separate sweep, and C(k) uses only this one's", out,
+                    "no record" if before is None else changes(before, inputs, sections=sections)[0])
+    return inputs
+
+
 def _record(store: SweepStore, run: RunSpec, result: dict, on_result) -> None:
     spec = {"label": run.label, "kind": run.kind, "blocks": list(run.blocks), "train": run.train,
-            "model": run.model}
+            "model": run.model, "inputs": run.inputs}
     metrics = result["metrics"]
     if metrics is not None and "history" in metrics:
         metrics = {**metrics, "history": metrics["history"][-200:]}  # keep the store small

@@ -42,11 +42,14 @@ class RunSpec:
     train: dict[str, Any]  # TrainConfig fields (without `out`)
     model: str | None
     blocks: tuple[int, ...] = ()
+    inputs: str | None = None  # the key of what the sweep reads (layerwise.inputs.identity_key)
 
     @property
     def run_id(self) -> str:
-        payload = json.dumps({"kind": self.kind, "seed": self.seed, "train": self.train,
-                              "model": self.model}, sort_keys=True, default=str)
+        what = {"kind": self.kind, "seed": self.seed, "train": self.train, "model": self.model}
+        if self.inputs is not None:  # runs of other weights or data never share an id
+            what["inputs"] = self.inputs
+        payload = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def config(self) -> TrainConfig:
@@ -133,8 +136,9 @@ def expand_selections(layers: LayerMap, spec: str) -> list[tuple[str, dict[str, 
     return out
 
 
-def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
-    """The base run, then per seed: full training and one run per selection."""
+def plan_runs(sweep: SweepSpec, layers: LayerMap, inputs: str | None = None) -> list[RunSpec]:
+    """The base run, then per seed: full training and one run per selection; `inputs` (the key
+    of the model and data the sweep reads) is part of every run's id."""
     common = {**sweep.train, "task": sweep.task, "task_options": sweep.task_options,
               "method": sweep.method, "progress": False, "out": None}
     # --schedule applies to the runs of selections; the references (base, full, boost) train in full
@@ -144,7 +148,7 @@ def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
     except TypeError as exc:
         raise LayerwiseError(f"sweep training options: {exc}") from exc
     base_train = {**reference, "full": True, "seed": 0}
-    runs = [RunSpec(BASE_LABEL, "base", 0, base_train, sweep.model)]
+    runs = [RunSpec(BASE_LABEL, "base", 0, base_train, sweep.model, inputs=inputs)]
     selections = expand_selections(layers, sweep.layers)
     schedule = common.get("schedule", "fixed")
     if schedule != "fixed":
@@ -166,10 +170,10 @@ def plan_runs(sweep: SweepSpec, layers: LayerMap) -> list[RunSpec]:
         if sweep.full_lr is not None:
             full["lr"] = sweep.full_lr
         runs.append(RunSpec(FULL_LABEL, "train", seed, full, sweep.model,
-                            tuple(range(layers.num_blocks))))
+                            tuple(range(layers.num_blocks)), inputs))
         for label, what, blocks in selections:
             train = {**(reference if "full" in what else common), **what, "seed": seed}
             if "lr_scale" in what and sweep.full_lr is not None:
                 train["lr"] = sweep.full_lr
-            runs.append(RunSpec(label, "train", seed, train, sweep.model, tuple(blocks)))
+            runs.append(RunSpec(label, "train", seed, train, sweep.model, tuple(blocks), inputs))
     return runs

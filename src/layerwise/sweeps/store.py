@@ -81,6 +81,21 @@ class SweepStore:
             self._db.execute("INSERT OR REPLACE INTO sweep VALUES ('description', ?)",
                              (json.dumps(description, sort_keys=True),))
 
+    def description(self) -> dict | None:
+        row = self._db.execute("SELECT value FROM sweep WHERE key = 'description'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def inputs(self) -> dict | None:
+        """The record of what the store's latest sweep read (layerwise.inputs; None: an older
+        store, or a new one)."""
+        return (self.description() or {}).get("inputs")
+
+    def current_runs(self) -> list[dict[str, Any]]:
+        """The runs of the store's latest sweep inputs: a store that --force gave a second model
+        or data set keeps the first one's runs, which C(k) and the estimates never mix in."""
+        key = (self.description() or {}).get("inputs_key")
+        return [r for r in self.runs() if (r["spec"] or {}).get("inputs") == key]
+
     def identity(self) -> dict | None:
         """The identity of the model this store's runs were made with (None: an older store)."""
         row = self._db.execute("SELECT value FROM sweep WHERE key = 'description'").fetchone()
