@@ -231,9 +231,9 @@ def _section_changes(name: str, before: dict, now: dict) -> list[str]:
         for role in sorted(set(before) | set(now)):
             a, b = before.get(role), now.get(role)
             if a is None:
-                out.append(f"data {role} ({b.get('path')}) was not read before")
+                continue  # a path the settings name that did not exist then: the run's own output
             elif b is None:
-                out.append(f"data {role} ({a.get('path')}) is no longer read")
+                out.append(f"data {role} {a.get('path')} is gone")
             elif a.get("path") != b.get("path"):
                 out.append(f"data {role} was {a.get('path')}, now {b.get('path')}")
             elif b.get("missing"):

@@ -140,7 +140,7 @@ def test_tune_ranks_by_the_profile_of_short_real_runs(capsys, tmp_path):
     code, _, err = run(capsys, *argv)
     assert code == 0, err
     code, _, err = run(capsys, *argv[:-3], "--profile-blocks", "3", "--out", str(out), "-q")
-    assert code == 2 and "holds a tune with other settings" in err
+    assert code == 2 and "holds a tune of other settings" in err and "profile_blocks was 2, now 3" in err
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -170,14 +170,21 @@ def test_an_estimate_file_ranks_the_blocks(capsys, tmp_path):
 
 
 def test_a_tune_written_before_a_setting_existed_resumes_at_its_default(tmp_path):
-    from layerwise.tuning.recipe import TUNE_FILE, TuneConfig, _check_resume
+    from layerwise.tasks.registry import get_task
+    from layerwise.tuning.recipe import TUNE_FILE, TuneConfig, _check_resume, tune_inputs
 
     cfg = TuneConfig(model="tiny:llama", task="arithmetic", method="sft", budget="1",
                      out=str(tmp_path))
+    task = get_task("arithmetic")
     old = {k: v for k, v in cfg.settings().items() if not k.startswith("profile_")}
-    (tmp_path / TUNE_FILE).write_text(json.dumps({"settings": old}))
-    assert _check_resume(cfg)["settings"] == old  # the missing profile settings: their defaults
+    (tmp_path / TUNE_FILE).write_text(json.dumps({"settings": old,
+                                                  "inputs": tune_inputs(cfg, task)}))
+    assert _check_resume(cfg, task)["settings"] == old  # the missing profile settings: defaults
     changed = TuneConfig(model="tiny:llama", task="arithmetic", method="sft", budget="1",
                          out=str(tmp_path), profile_blocks=3)
-    with pytest.raises(LayerwiseError, match="other settings"):
-        _check_resume(changed)
+    with pytest.raises(LayerwiseError, match="other settings.*profile_blocks was 5, now 3"):
+        _check_resume(changed, task)
+    # a tune from before inputs were recorded cannot be checked: refused, not trusted
+    (tmp_path / TUNE_FILE).write_text(json.dumps({"settings": old}))
+    with pytest.raises(LayerwiseError, match="no record of what it read"):
+        _check_resume(cfg, task)

@@ -221,11 +221,15 @@ def sweep_inputs(sweep: SweepSpec, like: dict | None = None) -> dict:
 
     try:
         cfg = TrainConfig(**{**sweep.train, "task": sweep.task, "task_options": sweep.task_options,
-                             "method": sweep.method, "full": True, "out": None})
+                             "method": sweep.method, "full": True, "schedule": "fixed",
+                             "out": None})
     except TypeError as exc:
         raise LayerwiseError(f"sweep training options: {exc}") from exc
     task = get_task(cfg.task, **cfg.task_kwargs())
-    settings = {**run_settings(ModelConfig(model=sweep.model), cfg), "layers": sweep.layers}
+    # the files the runs read: the shared options as given (a schedule's scores file too) and
+    # those inside --layers (top:K@FILE)
+    settings = {**run_settings(ModelConfig(model=sweep.model), cfg), **sweep.train,
+                "layers": sweep.layers}
     rec = record(model=sweep.model, settings=settings, seed=0, task=task, like=like)
     rec["options"] = json.loads(json.dumps(dataclasses.asdict(sweep), default=str))
     return rec

@@ -30,8 +30,11 @@ from layerwise.tuning.choose import Choice, choose, mid_window, parse_budget
 BASELINES = ("mid", "full", "lora")
 TUNE_FILE = "tune.json"
 ESTIMATORS = ("adam-gain", "adam-snr", "probe", "profile")
+# What a resumed tune must share with the tune in OUT (--baseline may differ: each baseline is a
+# run of its own, and adding one to a finished tune is how it is meant to be used).
 SETTINGS = ("model", "task", "task_options", "method", "budget", "estimates", "estimator",
-            "estimate_batches", "probe_steps", "profile_blocks", "profile_steps", "seed", "train")
+            "estimate_prompts", "estimate_batches", "probe_steps", "profile_blocks",
+            "profile_steps", "seed", "train", "full_lr")
 
 
 @dataclass
@@ -93,6 +96,7 @@ class TuneResult:
     verification: dict = field(default_factory=dict)
     baselines: dict[str, RunSummary] = field(default_factory=dict)
     status: str = "running"
+    inputs: dict | None = None  # what the tune read (layerwise.inputs), checked when it resumes
 
     def to_json(self) -> dict:
         return json_safe(dataclasses.asdict(self))
@@ -160,7 +164,7 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
         parse_budget(cfg.budget, num_blocks)
         if cfg.estimates:
             _read_estimates(cfg, num_blocks, layers)
-    return task, _check_resume(cfg)
+    return task, _check_resume(cfg, task)
 
 
 def _read_estimates(cfg: TuneConfig, num_blocks: int, layers) -> tuple[str, list[float | None]]:
@@ -182,19 +186,43 @@ def _read_estimates(cfg: TuneConfig, num_blocks: int, layers) -> tuple[str, list
     return f"file:{metric}", [scores.get(b) for b in range(num_blocks)]
 
 
-def _check_resume(cfg: TuneConfig) -> dict | None:
+def tune_inputs(cfg: TuneConfig, task, like: dict | None = None) -> dict:
+    """What the tune reads (layerwise.inputs): the model, its tokenizer, the data files of the
+    task and of its training options, an --estimates file, the settings, the code."""
+    from layerwise.inputs import record
+
+    settings = {**cfg.train, "task": cfg.task, "task_options": cfg.task_options,
+                "estimates": cfg.estimates}
+    rec = record(model=cfg.model, settings=settings, seed=cfg.seed, task=task, like=like)
+    rec["options"] = json_safe(cfg.settings())
+    return rec
+
+
+def _check_resume(cfg: TuneConfig, task) -> dict | None:
+    """The tune.json already in OUT (None: a new tune), refused if it is of other settings or
+    read other inputs; the inputs record to keep in tune.json is `doc["inputs_now"]`."""
+    from layerwise.inputs import changes, check
+
     path = Path(cfg.out) / TUNE_FILE
     if not path.is_file():
-        return None
+        return {"inputs_now": tune_inputs(cfg, task)}
     doc = read_json(path)
     theirs = dict(doc.get("settings") or {}) if isinstance(doc.get("settings"), dict) else None
     if theirs is not None:  # a tune written before a setting existed ran at its default
         defaults = {f.name: f.default for f in dataclasses.fields(TuneConfig)}
         theirs = {k: theirs.get(k, defaults.get(k)) for k in SETTINGS}
-    if json_safe(theirs) != json_safe(cfg.settings()):
-        raise LayerwiseError(f"{cfg.out} holds a tune with other settings ({TUNE_FILE}); use "
-                             "another --out or the same settings to resume it")
-    return doc
+    ours = json_safe(cfg.settings())
+    fresh = "use another --out (a tune resumes only with the settings and inputs it started with)"
+    if json_safe(theirs) != ours:
+        diff = changes({"options": json_safe(theirs or {})}, {"options": ours},
+                       sections=("options",))
+        raise LayerwiseError(f"--out {cfg.out} holds a tune of other settings ({TUNE_FILE}): "
+                             f"{diff[0] if diff else 'its settings are unreadable'}; {fresh}")
+    before = doc.get("inputs")
+    now = tune_inputs(cfg, task, like=before)
+    check(before, now, f"--out {cfg.out}", "the tune started", fresh,
+          sections=("model", "tokenizer", "data", "code"))
+    return {**doc, "inputs_now": now}
 
 
 def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> TuneResult:
@@ -209,6 +237,9 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     prepare_task(task, loaded.tokenizer)
     layers = discover_layers(loaded.model)
     k = parse_budget(cfg.budget, layers.num_blocks)
+    inputs = previous.pop("inputs_now")
+    if not previous.get("settings"):
+        previous = None  # a new tune
     if previous is not None and previous.get("estimates"):
         estimates, seconds = previous["estimates"], previous.get("estimate_seconds")
         say(f"estimate: kept from {out / TUNE_FILE}")
@@ -220,7 +251,7 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     choice = choose(estimates, k, primary, veto=primary != "profile")
     result = TuneResult(out=str(out), settings=cfg.settings(), num_blocks=layers.num_blocks, k=k,
                         estimator=primary, estimates=estimates, estimate_seconds=seconds,
-                        choice=choice)
+                        choice=choice, inputs=inputs)
     _save(result)
     say(f"choice: {choice.policy} blocks {', '.join(map(str, choice.blocks))} ({choice.reason})")
     if choice.depth_spearman is not None and abs(choice.depth_spearman) >= 0.9:
@@ -317,6 +348,11 @@ def _train(cfg: TuneConfig, run_dir: Path, what: dict, say, label: str):
 
     if (run_dir / "metrics.json").is_file():
         done = read_run(run_dir)
+        differs = {k: (done.config.get(k), v) for k, v in what.items() if done.config.get(k) != v}
+        if differs:
+            key, (was, now) = next(iter(differs.items()))
+            raise LayerwiseError(f"{run_dir} holds a run with {key}={was!r}; this tune now trains "
+                                 f"{key}={now!r}: use another --out")
         if done.status == "completed":
             say(f"{label}: completed earlier in {run_dir}")
             return done
