@@ -102,7 +102,8 @@ def model_sections(spec: str | None, *, seed: int, tokenizer: str | None = None,
     if path is None:
         return ({"spec": text, "kind": "hub", "note": "not in the local cache: recorded by name"},
                 {"spec": text})
-    model = {"spec": text, **_files_section(path, _dir_files(path, MODEL_FILES), like.get("model"))}
+    model = {"spec": text, "kind": "dir",
+             **_files_section(path, _dir_files(path, MODEL_FILES), like.get("model"))}
     tok = _files_section(path, _dir_files(path, TOKENIZER_FILES), like.get("tokenizer"))
     return model, tok
 
@@ -244,9 +245,16 @@ def _section_changes(name: str, before: dict, now: dict) -> list[str]:
         return out
     what = "the model" if name == "model" else "the tokenizer"
     out = []
-    for key in ("spec", "kind", "seed"):
-        if before.get(key) != now.get(key):
-            out.append(f"{what} was {key} {before.get(key)!r}, now {now.get(key)!r}")
+    if before.get("spec") != now.get("spec"):
+        out.append(f"{what} was {before.get('spec')!r}, now {now.get('spec')!r}")
+    elif before.get("kind") != now.get("kind") and name == "model":
+        where = {"dir": f"the directory {now.get('path')}", "hub": "no local directory",
+                 "tiny": "a tiny model"}.get(now.get("kind"), repr(now.get("kind")))
+        out.append(f"{what} {now.get('spec')!r} was {before.get('path') or before.get('kind')}; "
+                   f"now it names {where} (run from the directory it started in, or give an "
+                   "absolute path)")
+    elif before.get("seed") != now.get("seed"):
+        out.append(f"{what} was built with seed {before.get('seed')}, now {now.get('seed')}")
     if before.get("path") != now.get("path") and not out:
         out.append(f"{what} was read from {before.get('path')}, now from {now.get('path')}")
     if isinstance(before.get("data"), dict) or isinstance(now.get("data"), dict):

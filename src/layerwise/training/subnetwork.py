@@ -23,6 +23,7 @@ def build_masks(model: torch.nn.Module, spec: str, tol: float) -> dict[str, torc
     if len(parts) != 2 or not all(parts):
         raise LayerwiseError(f"--mask-from {spec!r}: expected BASE,TUNED (two checkpoints)")
     base, tuned = Checkpoint(parts[0]), Checkpoint(parts[1])
+    check_base_is_model(model, base, parts[0])
     masks = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -36,6 +37,34 @@ def build_masks(model: torch.nn.Module, spec: str, tol: float) -> dict[str, torc
                                  f"checkpoints but {tuple(p.shape)} in the model")
         masks[name] = (delta.abs() > tol).to(p.device)
     return masks
+
+
+def check_base_is_model(model: torch.nn.Module, base: Checkpoint, name: str) -> None:
+    """BASE must be the model this run trains (its --model as loaded): a mask of where another
+    pair of checkpoints differ marks entries that mean nothing here. Every tensor BASE shares with
+    the model is compared exactly, in the lower precision of the two (a bf16 load of an fp32
+    BASE is the same model)."""
+    shared = 0
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname not in base.names:
+                continue
+            stored = base.raw(pname)
+            if tuple(stored.shape) != tuple(p.shape):
+                raise LayerwiseError(f"--mask-from: tensor {pname} has shape {tuple(stored.shape)} "
+                                     f"in {name} but {tuple(p.shape)} in the model")
+            low = p.dtype if p.element_size() < stored.element_size() else stored.dtype
+            ours = p.detach().to("cpu", low)
+            if not torch.equal(ours, stored.to(low)):
+                gap = float((ours.float() - stored.to(low).float()).abs().max())
+                raise LayerwiseError(
+                    f"--mask-from: BASE {name} is not the model this run trains (--model): tensor "
+                    f"{pname} differs (max |diff| {gap:.3g}); the mask would mark where another "
+                    "model changed. Give the run's own model as BASE, or train from BASE")
+            shared += 1
+    if shared == 0:
+        raise LayerwiseError(f"--mask-from: BASE {name} shares no tensor with the model this run "
+                             "trains")
 
 
 class SubnetworkMask(TrainerCallback):
