@@ -152,8 +152,11 @@ def data_section(settings: dict[str, Any], task: Any = None, like: dict | None =
                 if Path(part).expanduser().exists() or part == "embedded":
                     roles[f"mask_from[{i}]"] = str(resolve_checkpoint(part.strip()))
             continue
-        for i, path in enumerate(named_paths(value)):
-            roles[key if i == 0 else f"{key}[{i}]"] = path
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, inner in items:
+            name = key if sub is None else f"{key}.{sub}"
+            for i, path in enumerate(named_paths(inner)):
+                roles[name if i == 0 else f"{name}[{i}]"] = path
     if task is not None and is_dataclass(task):
         for f in fields(task):
             if f.name.startswith("_"):

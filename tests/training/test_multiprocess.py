@@ -137,7 +137,7 @@ def _written_once(out) -> None:
     """Rank 0 wrote one run: one metrics.json, one model, one TensorBoard event file."""
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.yaml", "curves.png", "eval_base.jsonl", "eval_final.jsonl",
-        "metrics.json", "model", "tensorboard"]
+        "inputs.json", "metrics.json", "model", "tensorboard"]
     assert len(list((out / "tensorboard").rglob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (out / "model").glob("*.safetensors")) == ["model.safetensors"]
 

@@ -143,13 +143,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_delta and not (full_dir / "model").is_dir():
         raise LayerwiseError(f"no full-run checkpoint at {full_dir}/model (pass --full-run, or "
                              "--no-delta)")
+    with open_store(sweep_dir) as store:
+        _same_inputs(spec, doc.get("inputs") or store.inputs(), sweep_dir,
+                     None if args.no_delta else full_dir)
     if not column.per_block:
         why = "; ".join(doc.get("notes") or [])
         raise LayerwiseError(f"{sweep_dir}: the sweep has no single-block C(k) to compare with"
                              + (f" ({why})" if why else ""))
     with open_store(sweep_dir) as store:
-        _same_inputs(spec, doc.get("inputs") or store.inputs(), sweep_dir,
-                     None if args.no_delta else full_dir)
         runs = store.current_runs()  # never the runs of another model --force kept beside them
     sweep_seconds = sum((r["metrics"] or {}).get("wall_seconds") or 0.0 for r in runs)
     single = [(r["metrics"] or {}).get("wall_seconds") for r in runs

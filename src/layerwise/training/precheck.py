@@ -191,6 +191,13 @@ def _check_mask_checkpoints(spec: str, model_config) -> None:
                 raise LayerwiseError(f"--mask-from {part} is a checkpoint of another model: "
                                      f"{name} is {tuple(checkpoint.shape(name))} there, {shape} "
                                      "in this model")
+    from layerwise.inputs import model_dir
+    from layerwise.training.subnetwork import check_base_is_model
+
+    own = model_dir(model_config.model)
+    base_path = checkpoints[0][1].path.resolve()
+    if own is not None and own.resolve() != base_path:  # BASE's values against the model's files
+        check_base_is_model(Checkpoint(own), checkpoints[0][1], checkpoints[0][0])
 
 
 def check_dataset_task(task, method: str, model: str | None, *, trust_remote_code: bool = False,

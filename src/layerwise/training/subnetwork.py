@@ -39,14 +39,18 @@ def build_masks(model: torch.nn.Module, spec: str, tol: float) -> dict[str, torc
     return masks
 
 
-def check_base_is_model(model: torch.nn.Module, base: Checkpoint, name: str) -> None:
-    """BASE must be the model this run trains (its --model as loaded): a mask of where another
-    pair of checkpoints differ marks entries that mean nothing here. Every tensor BASE shares with
-    the model is compared exactly, in the lower precision of the two (a bf16 load of an fp32
-    BASE is the same model)."""
+def check_base_is_model(model: torch.nn.Module | Checkpoint, base: Checkpoint, name: str) -> None:
+    """BASE must be the model this run trains (its --model as loaded, or its checkpoint before
+    loading): a mask of where another pair of checkpoints differ marks entries that mean nothing
+    here. Every tensor BASE shares with the model is compared exactly, in the lower precision of
+    the two (a bf16 load of an fp32 BASE is the same model)."""
     shared = 0
+    if isinstance(model, Checkpoint):
+        ours_all = ((n, model.raw(n)) for n in model.names)
+    else:
+        ours_all = model.named_parameters()
     with torch.no_grad():
-        for pname, p in model.named_parameters():
+        for pname, p in ours_all:
             if pname not in base.names:
                 continue
             stored = base.raw(pname)
