@@ -296,7 +296,8 @@ CASES = [
          ("sweep", "--model", "tiny:llama:layers=6", "--task", "arithmetic", "--method", "sft",
           "--layers", "1", "--steps", "2", "--n-train", "8", "--eval-n", "4", "--batch-size", "4",
           "--out", "{F}/sweep4"),
-         r"sweep4 holds runs of tiny:llama \(llama, 4 blocks\) .*cannot be mixed with these"),
+         r"sweep4: since the store's runs were made, the model was 'tiny:llama', now "
+         r"'tiny:llama:layers=6'; nothing was written"),
     Case("report", "a sweep to a file --out", ("report", "{F}/sweep4", "--out", "{F}/afile.txt"),
          r"--out .*afile\.txt is a file; expected a directory"),
     # --- tune
