@@ -239,6 +239,18 @@ def _estimate_model_changed(root: Path):
     return ["estimate", root / "S", "--no-gradient"], root / "S"
 
 
+def _compare_other_base(root: Path):
+    from layerwise.training.config import TrainConfig
+    from layerwise.training.runner import train
+
+    base = save_tiny(root / "base")
+    other = save_tiny(root / "other", seed=1)
+    run = train(TrainConfig(**{**RUN, "steps": 2, "out": str(root / "R"), "progress": False}),
+                str(base))
+    assert run.status == "completed", run.failure
+    return ["compare", other, root / "R", "--out", root / "C"], None
+
+
 def _relative_model_elsewhere(root: Path):
     cwd = os.getcwd()
     os.chdir(root)
@@ -302,6 +314,10 @@ PROBES = [
           "the sweep's inputs record (contribution.json), before the model loads",
           _estimate_model_changed,
           r"sweep .*S: since its runs were made, the model's file model\.safetensors changed"),
+    Probe("`compare BASE RUN` where BASE is not the model RUN was trained from",
+          "RUN/inputs.json's weight files against BASE's (a warning: comparing against another "
+          "base is allowed, and compare.json records it)", _compare_other_base,
+          r"R was trained from .*base; BASE .*other: model\.safetensors changed", code=0),
     Probe("a relative --model resumed from another directory holding another copy",
           "the record keeps the absolute path the run read", _relative_model_elsewhere,
           r"since the run started, the model was read from .*base, now from .*elsewhere/base"),

@@ -9,12 +9,15 @@ the `--layers` a `layerwise train` run was made with (read from its metrics.json
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable
 
 from layerwise.analysis.diff import Comparison
 from layerwise.errors import LayerwiseError
 from layerwise.fileio import read_json
+
+log = logging.getLogger(__name__)
 
 
 def run_labels(tuned: list[str], given: Iterable[str] | None, *, name: str = "labels") -> list[str]:
@@ -52,6 +55,31 @@ def own_selection(tuned: str) -> str | None:
     return None
 
 
+def trained_from_other_base(base: str, tuned: str) -> str | None:
+    """Why BASE is not the model a `layerwise train` run started from (its RUN/inputs.json), or
+    None (the same weight files, or nothing recorded to tell). A changed-outside count against
+    another base counts what differs between the two bases as well."""
+    from layerwise.analysis.checkpoints import resolve_checkpoint
+    from layerwise.fingerprint import changed_files, fingerprint_files
+    from layerwise.inputs import MODEL_FILES, read_record
+
+    run = Path(tuned).parent if Path(tuned).name in ("model", "merged") else Path(tuned)
+    try:
+        record = read_record(run)
+    except LayerwiseError:
+        return None
+    model = (record or {}).get("model") or {}
+    if model.get("kind") != "dir" or not model.get("files"):
+        return None
+    ours = resolve_checkpoint(base).resolve()
+    weights = {k: v for k, v in model["files"].items() if k.endswith(".safetensors")}
+    files = [ours / name for name in weights if (ours / name).is_file()]
+    if len(files) != len(weights):
+        return f"{run} was trained from {model.get('path')}; BASE {base} has other weight files"
+    diffs = changed_files(weights, fingerprint_files(files, ours, weights))
+    return f"{run} was trained from {model.get('path')}; BASE {base}: {diffs[0]}" if diffs else None
+
+
 def compare_document(base: str, tuned: list[str], labels: list[str], comparison: Comparison,
                      rounding: str, expect_layers: str | None, *,
                      expect_name: str = "expect_layers") -> tuple[dict, list[str]]:
@@ -79,6 +107,10 @@ def compare_document(base: str, tuned: list[str], labels: list[str], comparison:
         ranks = [t.rank_fraction for t in diff.tensors
                  if t.rank_fraction is not None and t.changed[tols[0]] > 0]
         spec = expect_layers or (own_selection(path) if layers is not None else None)
+        other_base = trained_from_other_base(base, path)
+        if other_base:
+            log.warning("%s (changes are counted against BASE, which is not its starting point)",
+                        other_base)
         check = None
         if spec:
             check = {"spec": spec, **selection_check(diff, resolve_selection(layers, spec).names, tols[0])}
@@ -90,6 +122,7 @@ def compare_document(base: str, tuned: list[str], labels: list[str], comparison:
             "global_sparsity": {f"{t:g}": diff.sparsity(t) for t in tols}, "missing": diff.missing,
             "mean_rank_fraction_of_updated_matrices": sum(ranks) / len(ranks) if ranks else None,
             "magnitude_ratio": diff.magnitude_ratio, "selection_check": check,
+            "trained_from_other_base": other_base,
             "blocks": group_rows(diff, groups, "block"), "modules": group_rows(diff, groups, "module"),
             "tensors": tensor_rows(diff)})
     for (i, j), o in comparison.overlaps.items():

@@ -82,7 +82,8 @@ def _same_inputs(spec: dict, before: dict | None, sweep_dir: Path, full_dir: Pat
     from layerwise.sweeps.runner import sweep_inputs
     from layerwise.sweeps.spec import SweepSpec
 
-    fresh = "rerun the sweep on this model and data (another --out), or estimate on the sweep's"
+    fresh = ("rerun the sweep on this model and data (another --out), or restore the model and "
+             "data its runs read")
     if before is None:
         log.warning("%s has no record of the inputs its runs read (an older sweep): the model "
                     "and data the estimators read now cannot be checked against them", sweep_dir)
