@@ -464,22 +464,27 @@ def markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_into(doc: Path) -> None:
+def write_block(doc: Path, name: str, table: str) -> None:
+    """Replace what lies between `<!-- name -->` and `<!-- /name -->` in `doc` with `table`."""
     text = doc.read_text()
-    start, end = "<!-- cases -->\n", "<!-- /cases -->"
+    start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
     if start not in text or end not in text:
         raise SystemExit(f"{doc} has no {start.strip()} ... {end} block to fill")
     head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
-    doc.write_text(head + start + markdown() + end + tail)
+    doc.write_text(head + start + table + end + rest.split(end, 1)[1])
+
+
+def write_or_print(name: str, make_table) -> None:
+    """`python -m MODULE --write DOC` fills the doc's block; without arguments, prints it."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if sys.argv[1:2] == ["--write"]:
+        write_block(Path(sys.argv[2]), name, make_table())
+    else:
+        sys.stdout.write(make_table())
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if sys.argv[1:2] == ["--write"]:
-        write_into(Path(sys.argv[2]))
-    else:
-        sys.stdout.write(markdown())
+    write_or_print("cases", markdown)
 
 
 def test_every_test_the_doc_names_exists():

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -393,18 +392,7 @@ def markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_into(doc: Path) -> None:
-    text = doc.read_text()
-    start, end = "<!-- probes -->\n", "<!-- /probes -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"{doc} has no {start.strip()} ... {end} block to fill")
-    head, rest = text.split(start, 1)
-    doc.write_text(head + start + markdown() + end + rest.split(end, 1)[1])
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if sys.argv[1:2] == ["--write"]:
-        write_into(Path(sys.argv[2]))
-    else:
-        sys.stdout.write(markdown())
+    from tests.cli.test_reliability import write_or_print
+
+    write_or_print("probes", markdown)

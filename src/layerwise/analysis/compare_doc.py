@@ -61,7 +61,7 @@ def trained_from_other_base(base: str, tuned: str) -> str | None:
     another base counts what differs between the two bases as well."""
     from layerwise.analysis.checkpoints import resolve_checkpoint
     from layerwise.fingerprint import changed_files, fingerprint_files
-    from layerwise.inputs import MODEL_FILES, read_record
+    from layerwise.inputs import read_record
 
     run = Path(tuned).parent if Path(tuned).name in ("model", "merged") else Path(tuned)
     try:
