@@ -188,3 +188,21 @@ def test_a_tune_written_before_a_setting_existed_resumes_at_its_default(tmp_path
     (tmp_path / TUNE_FILE).write_text(json.dumps({"settings": old}))
     with pytest.raises(LayerwiseError, match="no record of what it read"):
         _check_resume(cfg, task)
+
+
+def test_a_kept_run_of_another_selection_is_refused(tmp_path):
+    """A tune rerun keeps OUT/run only if it trained what the tune trains now."""
+    from layerwise import api
+    from layerwise.tuning.recipe import TuneConfig, _train
+
+    small = dict(steps=2, n_train=8, eval_n=2, batch_size=4, general_seqs=1, general_seq_len=32)
+    run = api.train("tiny:llama", task="arithmetic", layers="1", out=str(tmp_path / "run"),
+                    progress=False, **small)
+    assert run.status == "completed"
+    cfg = TuneConfig(model="tiny:llama", task="arithmetic", method="sft", budget="1",
+                     out=str(tmp_path), train=small)
+    kept = _train(cfg, tmp_path / "run", {"layers": "1"}, lambda _: None, "tuned")
+    assert kept.status == "completed" and kept.trainable.blocks == [1]
+    with pytest.raises(LayerwiseError, match=r"run holds a run with layers='1'; this tune now "
+                                             r"trains layers='2': use another --out"):
+        _train(cfg, tmp_path / "run", {"layers": "2"}, lambda _: None, "tuned")
