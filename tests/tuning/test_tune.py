@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -85,6 +86,16 @@ def test_tune_sft_end_to_end_and_resumed_without_retraining(capsys, tmp_path):
     assert -1.0 <= doc["choice"]["depth_spearman"] <= 1.0
     assert "Spearman of the estimate with depth" in (out / "report.html").read_text()
     assert f"verified      nothing outside blocks {','.join(map(str, blocks))} changed" in stdout
+    # the verdict: the choice against the mid baseline, paired over the same 4 held-out items
+    (mid,) = doc["verdict"]["comparisons"]
+    assert mid["baseline"] == "mid" and mid["items"] == 4 and mid["outcome"] in (
+        "beat", "matched", "lost to") and mid["low"] <= mid["difference"] <= mid["high"]
+    assert f"verdict       {doc['verdict']['headline']}" in stdout
+    assert "Verdict:</b>" in (out / "report.html").read_text()
+    assert all(0 < c["step_cost"] <= 1 for c in doc["choice"]["candidates"].values())
+    assert doc["run"]["lr"] > 0 and doc["run"]["model_source"].startswith("tiny:llama")
+    assert "lr used by tuned" in (out / "report.html").read_text()
+    assert "0.31746031746031744" not in stdout and re.search(r"score \d\.\d{3} -> \d\.\d{3}", stdout)
     stamp = (out / "run" / "metrics.json").stat().st_mtime_ns
     code, _, err = run(capsys, *argv)
     assert code == 0, err

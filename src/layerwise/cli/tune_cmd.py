@@ -91,9 +91,13 @@ def run(args: argparse.Namespace) -> int:
             continue
         gain = "—" if r.gain is None else f"{r.gain:+.3f}"
         forgetting = "—" if r.forgetting is None else f"{100 * r.forgetting:+.1f}%"
-        lines.append(f"{r.label:<13} score {r.score_before} -> {r.score_after} (gain {gain}); "
-                     f"general perplexity {forgetting}; {r.trainable_params:,} trainable; "
-                     f"{r.status}")
+        step = "" if r.median_step_s is None else f"; step {r.median_step_s:.2f} s"
+        lines.append(f"{r.label:<13} score {_r(r.score_before)} -> {_r(r.score_after)} (gain "
+                     f"{gain}); general perplexity {forgetting}; {r.trainable_params:,} "
+                     f"trainable{step}; {r.status}")
+    if result.verdict:
+        lines.append(f"verdict       {result.verdict['headline']}")
+        lines += [f"              {c['sentence']}" for c in result.verdict["comparisons"]]
     v = result.verification
     lines.append("verified      " + (
         f"nothing outside blocks {v['selection']} changed" if v.get("ok") else
@@ -101,3 +105,7 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"report        {result.out}/report.html")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0 if result.status == "completed" and v.get("ok") else 1
+
+
+def _r(x) -> str:
+    return "—" if x is None else f"{x:.3f}"

@@ -36,11 +36,43 @@ def estimate_plot(result, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _round(x, digits: int = 3):
+    return round(x, digits) if isinstance(x, float) and math.isfinite(x) else x
+
+
 def _run_rows(result) -> list[list]:
     runs = ([result.run] if result.run else []) + list(result.baselines.values())
-    return [[r.label, r.trains, r.trainable_params, r.score_before, r.score_after, r.gain,
-             None if r.forgetting is None else f"{100 * r.forgetting:+.1f}%", r.median_step_s,
-             r.optimizer_state_mib, r.status] for r in runs]
+    return [[r.label, r.trains, r.trainable_params, _round(r.score_before),
+             _round(r.score_after), _round(r.gain),
+             None if r.forgetting is None else f"{100 * r.forgetting:+.1f}%",
+             _round(r.median_step_s, 2), _round(r.optimizer_state_mib, 1), r.status]
+            for r in runs]
+
+
+def _verdict_parts(result) -> list[str]:
+    """The verdict first: the choice against every baseline, with the evaluation's noise."""
+    v = getattr(result, "verdict", None) or {}
+    if not v:
+        return []
+    bad = v["headline"].startswith("the choice LOST")
+    items = "".join(f"<li>{html.escape(c['sentence'])}</li>" for c in v.get("comparisons", []))
+    return [f"<p class=\"{'bad' if bad else 'note'}\"><b>Verdict:</b> "
+            f"{html.escape(v['headline'])}.</p>" + (f"<ul>{items}</ul>" if items else ""),
+            "<p class=\"help\">Paired over the same held-out items: per item, the chosen run's "
+            "score minus the baseline's, with a 95% bootstrap interval of the mean difference; "
+            "\"matched\" means the interval contains 0.</p>"]
+
+
+def _setting(result, key: str, value) -> str:
+    """A setting as the tune resolved it (the model actually loaded, not `None`)."""
+    if key == "model" and result.run is not None and getattr(result.run, "model_source", None):
+        return f"{value or 'embedded'}: {result.run.model_source}"
+    return str(value)
+
+
+def _resolved_lr(result) -> list[list]:
+    runs = ([result.run] if result.run else []) + list(result.baselines.values())
+    return [[f"lr used by {r.label}", f"{r.lr:g}"] for r in runs if getattr(r, "lr", None)]
 
 
 def write_tune_report(result, out: Path) -> Path:
@@ -50,6 +82,7 @@ def write_tune_report(result, out: Path) -> Path:
     parts = [f"<h1>layerwise tune: {html.escape(str(s['method']))} on "
              f"{html.escape(str(s['task']))}, budget {html.escape(str(s['budget']))} "
              f"({result.k} of {result.num_blocks} blocks)</h1>",
+             *_verdict_parts(result),
              f"<p class=\"note\">Chosen: {html.escape(c.policy)}, blocks "
              f"{', '.join(map(str, c.blocks))}. Why: {html.escape(c.reason)}.</p>",
              "<h2>Evidence</h2>",
@@ -66,9 +99,10 @@ def write_tune_report(result, out: Path) -> Path:
                                             "prior" if abs(c.depth_spearman) >= 0.9 else "")
                 if getattr(c, "depth_spearman", None) is not None else "") + ".</p>",
              img_tag(plot, "per-block estimates"),
-             table(["policy", "blocks", "share of the estimated gain"],
-                   [[name, ", ".join(map(str, v["blocks"])), v.get("share")]
-                    for name, v in c.candidates.items()]),
+             table(["policy", "blocks", "share of the estimated gain",
+                    "step cost (backward depth; 1 = every block)"],
+                   [[name, ", ".join(map(str, v["blocks"])), _round(v.get("share")),
+                     _round(v.get("step_cost"))] for name, v in c.candidates.items()]),
              "<h2>Training and verification</h2>",
              table(["run", "trains", "trainable", "score before", "score after", "gain",
                     "general perplexity", "median step (s)", "optimizer state (MiB)", "status"],
@@ -89,6 +123,7 @@ def write_tune_report(result, out: Path) -> Path:
                    f"choice, in {', '.join(v.get('tensors_outside', [])[:5])}"))
             + "</p>")
     parts += ["<h2>Settings</h2>",
-              table(None, [[k, str(s[k])] for k in s if k != "train"]
-                    + [[k, str(val)] for k, val in sorted(s["train"].items())])]
+              table(None, [[k, _setting(result, k, s[k])] for k in s if k != "train"]
+                    + [[k, str(val)] for k, val in sorted(s["train"].items())]
+                    + _resolved_lr(result))]
     return atomic_write_text(out / "report.html", page("layerwise tune", parts))

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from layerwise.errors import LayerwiseError
 from layerwise.fileio import atomic_write_text, check_output_dir, json_safe, read_json
 from layerwise.tuning.choose import Choice, choose, mid_window, parse_budget
+from layerwise.tuning.verdict import step_cost, verdict
 
 BASELINES = ("mid", "full", "lora")
 TUNE_FILE = "tune.json"
@@ -80,6 +81,8 @@ class RunSummary:
     optimizer_state_mib: float
     failure: str | None = None
     lm_eval: dict | None = None  # --forgetting lm-eval:TASKS: {task: {metric, before, after}}
+    lr: float | None = None  # the learning rate the run used (its blocks' group), resolved
+    model_source: str | None = None  # what was loaded (the embedded model's name, a path, an id)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class TuneResult:
     baselines: dict[str, RunSummary] = field(default_factory=dict)
     status: str = "running"
     inputs: dict | None = None  # what the tune read (layerwise.inputs), checked when it resumes
+    verdict: dict = field(default_factory=dict)  # the choice against each baseline (verdict.py)
 
     def to_json(self) -> dict:
         return json_safe(dataclasses.asdict(self))
@@ -112,7 +116,9 @@ def _summary(label: str, run) -> RunSummary:
                       forgetting=run.forgetting.relative_change,
                       median_step_s=run.step_seconds_median, train_seconds=run.train_seconds,
                       optimizer_state_mib=run.optimizer_state_bytes / 2**20, failure=run.failure,
-                      lm_eval=_lm_eval_pairs(run))
+                      lm_eval=_lm_eval_pairs(run),
+                      lr=max((g.get("lr") or 0.0 for g in run.trainable.lr_groups), default=None)
+                      or None, model_source=run.model_source)
 
 
 def _lm_eval_pairs(run) -> dict | None:
@@ -249,6 +255,8 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     # the profile measures training itself (short real runs): adam-gain is shown beside it, not
     # a veto that sends the choice to the middle when the two disagree
     choice = choose(estimates, k, primary, veto=primary != "profile")
+    for candidate in choice.candidates.values():  # what each would cost per step, beside its gain
+        candidate["step_cost"] = step_cost(candidate["blocks"], layers.num_blocks)
     result = TuneResult(out=str(out), settings=cfg.settings(), num_blocks=layers.num_blocks, k=k,
                         estimator=primary, estimates=estimates, estimate_seconds=seconds,
                         choice=choice, inputs=inputs)
@@ -271,6 +279,7 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
         result.baselines[name] = _summary(name, _train(cfg, out / f"baseline-{name}", options,
                                                        say, name))
         _save(result)
+    result.verdict = verdict(result)
     result.status = "completed" if result.run.status == "completed" and all(
         b.status == "completed" for b in result.baselines.values()) else "failed"
     _save(result)
