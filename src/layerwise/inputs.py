@@ -157,6 +157,7 @@ def data_section(settings: dict[str, Any], task: Any = None, like: dict | None =
             name = key if sub is None else f"{key}.{sub}"
             for i, path in enumerate(named_paths(inner)):
                 roles[name if i == 0 else f"{name}[{i}]"] = path
+    task = getattr(task, "_task", task)  # a validation view: the task it wraps
     if task is not None and is_dataclass(task):
         for f in fields(task):
             if f.name.startswith("_"):

@@ -92,7 +92,6 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
     import copy
     import dataclasses
 
-    from layerwise.tasks.registry import get_task
     from layerwise.training.config import TrainConfig
     from layerwise.training.result import Scores
     from layerwise.training.runner import train
@@ -111,7 +110,7 @@ def profile_estimates(loaded, template: dict, *, probes: int, steps: int, seed: 
                for b in blocks]
     from layerwise.tasks.registry import prepare_task
 
-    task = prepare_task(get_task(configs[0].task, **configs[0].task_kwargs()), loaded.tokenizer)
+    task = prepare_task(configs[0].make_task(), loaded.tokenizer)
     pairs = _answer_pairs(task, answer_prompts, PROFILE_SEED_OFFSET + seed + 1) if answer_prompts > 0 else []
     ensure_pad_token(loaded.tokenizer)
     base_logp = _answer_logp(loaded.model, loaded.tokenizer, pairs) if pairs else None

@@ -164,6 +164,10 @@ class TrainConfig:
                             metavar="FILE.jsonl", sweep=False)
     # evaluation and outputs
     eval_n: int = opt(100, "held-out items scored before and after (lm: windows)", G_EVAL)
+    score_on: str = opt("eval", "which items score the run: eval (the held-out split), or "
+                        "validation (eval_n items of the training split, never trained on: for a "
+                        "sweep whose C(k) will select blocks, so that the runs it selects for are "
+                        "never scored on items their selection saw)", G_EVAL, metavar="SPLIT")
     eval_batch_size: int = opt(32, "batch size of the held-out scoring", G_EVAL)
     eval_every: int | None = opt(None, "also score the held-out items every N steps: a curve in "
                                  "metrics.json (history, eval_score) and curves.png; the "
@@ -220,6 +224,10 @@ class TrainConfig:
         if self.lora_budget not in LORA_BUDGETS:
             raise LayerwiseError(f"--lora-budget {self.lora_budget!r}; valid: {', '.join(LORA_BUDGETS)}")
         check_report_to(self.report_to)
+        from layerwise.tasks.validation import SCORE_ON
+
+        if self.score_on not in SCORE_ON:
+            raise LayerwiseError(f"--score-on {self.score_on!r}; valid: {', '.join(SCORE_ON)}")
         if self.forgetting is not None:
             from layerwise.evaluation.harness import parse_lm_eval_tasks
 
@@ -336,6 +344,18 @@ class TrainConfig:
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else get_method(self.method).default_lr(self.mode)
+
+    def make_task(self):
+        """The task the run trains and is scored on (`--score-on validation`: its validation
+        view, tasks/validation.py)."""
+        from layerwise.tasks.registry import get_task
+
+        task = get_task(self.task, **self.task_kwargs())
+        if self.score_on == "validation":
+            from layerwise.tasks.validation import validation_view
+
+            task = validation_view(task, self.eval_n)
+        return task
 
     def task_kwargs(self) -> dict[str, Any]:
         """The task factory's options, with --data/--eval-data for the lm task."""

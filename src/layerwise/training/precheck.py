@@ -223,3 +223,39 @@ def check_dataset_task(task, method: str, model: str | None, *, trust_remote_cod
         _, record = task.sft_dataset(tok, n_train, seed, max_length)
     return {**record, "type": task.detected.describe(), "train_rows": task.split_size("train"),
             "eval_rows": task.split_size("eval"), "score": task.primary}
+
+
+SELECTION_SETTINGS = ("layers", "lora_layers", "lr_scale", "schedule", "tying")
+
+
+def selection_overlap(config, files: list[str] | None = None) -> list[str]:
+    """One line per selection or importance file (in --layers, --schedule, --tying, ...: or
+    `files`) whose scores were measured on the held-out items this run is scored on: a sweep of
+    the same task and options, scored on its `eval` split (the eval seed is fixed), read by a run
+    scored on `eval` too. The selection has then seen the answers it is judged by."""
+    import json
+    from pathlib import Path
+
+    from layerwise.inputs import named_paths
+
+    if config.score_on != "eval":
+        return []
+    if files is None:
+        files = [p for key in SELECTION_SETTINGS for p in named_paths(getattr(config, key, None))]
+    out = []
+    for path in files:
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        sweep = doc.get("sweep") if isinstance(doc, dict) else None
+        if not isinstance(sweep, dict) or sweep.get("task") != config.task:
+            continue
+        if (sweep.get("task_options") or {}) != (config.task_options or {}):
+            continue
+        if ((sweep.get("train") or {}).get("score_on") or "eval") != "eval":
+            continue
+        out.append(f"{path} was scored on the held-out items of task {config.task!r} that score "
+                   "this run too: the selection has seen the answers it is judged by (measure it "
+                   "with `layerwise sweep --score-on validation`)")
+    return out

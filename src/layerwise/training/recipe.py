@@ -41,7 +41,6 @@ from layerwise.inputs import check as check_inputs
 from layerwise.inputs import read_record, write_record
 from layerwise.inputs import record as inputs_record
 from layerwise.models.loading import LoadedModel, load_model
-from layerwise.tasks.registry import get_task
 from layerwise.training import run_dir
 from layerwise.training.callbacks import (LiveProgress, NaNGuard, RunRecorder, SignalWatch,
                                           peak_memory_mb)
@@ -104,9 +103,18 @@ def score_model(model, tokenizer, task, config: TrainConfig, windows) -> Scored:
     return Scored(scores_of(ev, ppl), ev)
 
 
+def eval_record(config: TrainConfig, n: int) -> dict:
+    """Which items scored a run (metrics.json "eval"): a selection file's provenance."""
+    if config.score_on == "validation":
+        from layerwise.tasks.validation import VALIDATION_SEED
+
+        return {"n": n, "split": "validation", "from": "train", "seed": VALIDATION_SEED}
+    return {"n": n, "split": "eval", "seed": EVAL_SEED}
+
+
 def score_base(config: TrainConfig, loaded: LoadedModel) -> Scored:
     """The base model's scores, exactly as a training run measures them (sweeps score once)."""
-    task = get_task(config.task, **config.task_kwargs())
+    task = config.make_task()
     ensure_pad_token(loaded.tokenizer)
     windows = _general_windows(loaded.tokenizer, config, loaded.context_length)
     scored = score_model(loaded.model, loaded.tokenizer, task, config, windows)
@@ -169,7 +177,7 @@ class TrainRecipe:
             raise LayerwiseError(f"--tying {cfg.tying!r} changes which tensors exist during the run, "
                                  "which DDP cannot follow: run it in one process (static tying "
                                  "works under DDP)")
-        self.task = get_task(cfg.task, **cfg.task_kwargs())
+        self.task = cfg.make_task()
         if cfg.forgetting:
             from layerwise.evaluation.harness import check_lm_eval
 
@@ -200,6 +208,11 @@ class TrainRecipe:
         from layerwise.training.precheck import check_against_structure, check_tokenizer
 
         self.tokenizer_data = check_tokenizer(cfg, self.model_config, self.task)
+        from layerwise.training.precheck import selection_overlap
+
+        for line in selection_overlap(cfg):  # said once, and kept in metrics.json
+            log.warning("%s", line)
+            self.result.warnings.append(line)
 
         from layerwise.models.arch import discover_layers
 
@@ -298,7 +311,7 @@ class TrainRecipe:
             scored = score_model(model, tokenizer, self.task, cfg, self.windows)
             self.base, self.base_eval = scored.scores, scored.evaluation
             self.base.lm_eval = harness_scores(model, tokenizer, cfg)
-            self.result.eval = {"n": scored.evaluation.n, "split": "eval", "seed": EVAL_SEED}
+            self.result.eval = eval_record(cfg, scored.evaluation.n)
         self.result.base = self.base
         transformers.set_seed(cfg.seed)
         self.trainable = prepare_trainable(model, cfg)
@@ -586,7 +599,7 @@ class TrainRecipe:
                                   perplexity_before=before, perplexity_after=after,
                                   relative_change=(after / before - 1) if before and after else None)
         if not r.eval:
-            r.eval = {"n": self.final_eval.n, "split": "eval", "seed": EVAL_SEED}
+            r.eval = eval_record(self.config, self.final_eval.n)
         r.steps_completed = state.global_step
         r.last_good_step = self.guard.good_step if self.guard.failed_reason else state.global_step
         r.step_seconds_median = self.recorder.median_step_seconds()
