@@ -242,6 +242,13 @@ CASES = [
                                                                  "--task-option", "train={F}/ds/messages.jsonl",
                                                                  "--task-option", "text_field=messages"),
          r"line 1: field 'messages' holds a list, not text .*never converted to text"),
+    Case("train", "an unknown --score-on", (*TR, "--layers", "1", "--score-on", "test"),
+         r"--score-on 'test'; valid: eval, validation"),
+    Case("sweep", "--score-on validation for a task that builds its own SFT data",
+         ("sweep", *T, "--task", "decision", "--layers", "1", "--steps", "2",
+          "--score-on", "validation", "--out", "{F}/sv"),
+         r"--score-on validation needs a task whose items are its data: task 'decision' builds "
+         r"its SFT data itself"),
     Case("eval", "an lm-eval task that does not exist", ("eval", *T, "--lm-eval", "nosuchtask_xyz"),
          r"unknown lm-eval task 'nosuchtask_xyz'"),
     Case("tune", "a dataset a method does not take", ("tune", *T, "--budget", "1", "--dataset", "{F}/ds/lm.jsonl",

@@ -215,7 +215,6 @@ def sweep_inputs(sweep: SweepSpec, like: dict | None = None) -> dict:
     """What every run of `sweep` reads (layerwise.inputs): its model (loaded with seed 0, as the
     workers load it), tokenizer, data files, the sweep's spec and the code."""
     from layerwise.inputs import record
-    from layerwise.tasks.registry import get_task
     from layerwise.training.config import ModelConfig, TrainConfig
     from layerwise.training.run_dir import run_settings
 
@@ -225,7 +224,7 @@ def sweep_inputs(sweep: SweepSpec, like: dict | None = None) -> dict:
                              "out": None})
     except TypeError as exc:
         raise LayerwiseError(f"sweep training options: {exc}") from exc
-    task = get_task(cfg.task, **cfg.task_kwargs())
+    task = cfg.make_task()  # a task the sweep cannot score is refused here, before loading
     # the files the runs read: the shared options as given (a schedule's scores file too) and
     # those inside --layers (top:K@FILE)
     settings = {**run_settings(ModelConfig(model=sweep.model), cfg), **sweep.train,
