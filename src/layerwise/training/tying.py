@@ -11,7 +11,7 @@ r"""Tying policies for `layerwise train --tying POLICY`: which blocks share weig
 | `static:map:FILE` | a map from a file: a run's `tying.json` (e.g. the one a DQN run found) or a list of sources |
 | `random` | every `--tie-every` steps the next block (1..L-1, in turn) draws its source uniformly from 0..i |
 | `dqn[:FAULT,...]` | the Q-learning agent of Dynamic Layer Tying, the official code's faults fixed; `dqn:faithful` turns them all on (`tying_agents.FAULTS`) |
-| `dqn-gain[:cost=X]` | our agent: rewarded by held-out loss gain minus X (default 0.1) per block that keeps its own weights |
+| `dqn-gain[:cost=X]` | our agent: rewarded by the loss gain on training windows (not held-out data) minus X (default 0.1) per block that keeps its own weights |
 
 Static maps are applied before the optimizer is built, so it holds each shared tensor once. The
 dynamic policies (`random`, `dqn`, `dqn-gain`) start from every block tied to block 0 (the state

@@ -9,7 +9,7 @@ the i+1 outputs from i(i+1)/2 on.
 |---|---|---|---|---|
 | `RandomAgent` | - | - | - | uniform over 0..i, always |
 | `PaperDQN` (`--tying dqn`) | one-hot map (L x L) | -CE of a random training batch | DQN, replay buffer (1000) and target network (synced every 20 updates), MSE | eps from 1.0, x0.95 per episode, floor 0.01 |
-| `GainDQN` (`--tying dqn-gain`, ours) | one-hot map + the deciding block + progress | held-out loss gain over the decision, standardised, minus a cost per block that keeps its own weights | double DQN, replay, target network, Huber | eps 1.0 -> 0.05 linearly over the first 60% of the decisions |
+| `GainDQN` (`--tying dqn-gain`, ours) | one-hot map + the deciding block + progress | the loss gain over the decision on training windows (not held-out data), standardised, minus a cost per block that keeps its own weights | double DQN, replay, target network, Huber | eps 1.0 -> 0.05 linearly over the first 60% of the decisions |
 
 `PaperDQN` takes the official code's faults as switches (`FAULTS`), each off by default:
 `raw-state` (the state fed as raw block indices), `no-replay` (one online update per decision, no
@@ -184,7 +184,8 @@ class PaperDQN:
 
 
 class GainDQN(PaperDQN):
-    """Ours: learns which blocks can share from how much each decision helped held-out loss."""
+    """Ours: learns which blocks can share from how much each decision lowered the loss on a fixed
+    set of training windows (not held-out data)."""
 
     name = "dqn-gain"
     gamma = 0.5  # a decision's effect shows within a few decisions, not over a whole episode
