@@ -11,9 +11,12 @@ DEST/table.md and DEST/contribution.png:
 
 1. per sweep: the base and full scores, the best single block and its C, how many blocks reach
    C >= 1 (seed claim 1), and how well one sweep seed predicts the other (Spearman and top-1
-   regret of seed a's ranking against seed b's C): the ceiling an estimator is judged against;
+   regret of seed a's ranking against seed b's C): the sweep's own repeatability, not a bound
+   for an estimator judged against the mean of both seeds (depth alone beats it on two sweeps);
 2. per estimator and sweep: Spearman with the measured C(k) (the mean over the sweep seeds),
-   top-1 regret, both as mean ± sd over the estimate's gradient seeds, and the cost in
+   top-1 regret, both as mean ± sd over the estimate's gradient seeds with the worst seed
+   beside them (a deterministic row, `metric:*` and `prior:*`, is one value: "1 run"), and the
+   cost in
    single-block runs (the estimator's seconds over the sweep's median single-block run; the
    profile's, whose runs record their step seconds, counted in steps at the speed it ran at);
 3. per sweep: its own single-block runs cut after s steps, as an estimator (`truncated_rows`):
@@ -88,13 +91,13 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
     complete = {b: statistics.mean(per_seed[s][b] for s in measured_seeds) for b in mean_c
                 if all(b in per_seed[s] for s in measured_seeds)}
     seeds = sorted(per_seed)
-    ceiling = []
+    seed_vs_seed = []
     for a in seeds:
         for b in seeds:
             if a != b:
                 blocks = sorted(set(per_seed[a]) & set(per_seed[b]))
                 rho, _ = spearman([per_seed[a][k] for k in blocks], [per_seed[b][k] for k in blocks])
-                ceiling.append((rho, _regret(per_seed[a], {k: per_seed[b][k] for k in blocks})))
+                seed_vs_seed.append((rho, _regret(per_seed[a], {k: per_seed[b][k] for k in blocks})))
     walls = [c.wall_seconds for c in single if c.wall_seconds]
     # a single-block run in its own median steps (wall seconds over median step seconds): the
     # same at any machine speed, where its seconds are not (the GRPO sweep's seed-1 steps took
@@ -106,7 +109,7 @@ def sweep_summary(name: str, rows: list[dict]) -> dict | None:
     best = max(complete, key=lambda b: complete[b]) if complete else None
     return {"name": name, "s_base": s_base, "num_blocks": depth, "full": full,
             "measured_seeds": measured_seeds, "seeds_begun": sorted(per_seed),
-            "mean_c": mean_c, "complete": complete, "per_seed": per_seed, "best": best, "ceiling": ceiling,
+            "mean_c": mean_c, "complete": complete, "per_seed": per_seed, "best": best, "seed_vs_seed": seed_vs_seed,
             "run_seconds": statistics.median(walls) if walls else None,
             "run_in_steps": statistics.median(in_steps) if in_steps else None,
             "steps": (rows[0]["spec"].get("train") or {}).get("steps") if rows else None}
@@ -163,6 +166,15 @@ def estimator_rows(sweep: dict, est_dir: Path) -> dict[str, list[dict]]:
                 out[name] = [{"spearman": rho, "regret": _regret(
                     {b: values[b] for b in blocks}, measured), "seconds": 0.0, "file": None}]
     return out
+
+
+def _value(values: list[float]) -> str:
+    """The one value of a deterministic row (its copies, one per gradient seed, are equal)."""
+    if not values:
+        return "–"
+    if max(values) - min(values) > 1e-12:
+        raise SystemExit(f"a deterministic estimator gave different values: {values}")
+    return f"{values[0]:.3f}"
 
 
 def truncated_rows(rows: list[dict], sweep: dict) -> list[dict]:
@@ -246,8 +258,8 @@ def main() -> None:
         over = sum(1 for v in s["complete"].values() if v >= 1.0)
         lines.append(f"| {s['name']} | {s['steps']} | {len(s['complete'])} | {s['s_base']:.3f} "
                      f"| {full} | {best} | {top:.3f} | {over} "
-                     f"| {mean_sd([r for r, _ in s['ceiling'] if math.isfinite(r)])} "
-                     f"| {mean_sd([g for _, g in s['ceiling'] if math.isfinite(g)])} |")
+                     f"| {mean_sd([r for r, _ in s['seed_vs_seed'] if math.isfinite(r)])} "
+                     f"| {mean_sd([g for _, g in s['seed_vs_seed'] if math.isfinite(g)])} |")
     est_lines, footnote = [], False
     for s in sweeps:
         est_dir = dest / "estimates" / s["name"]
@@ -260,8 +272,9 @@ def main() -> None:
                          if len(s['seeds_begun']) > len(s['measured_seeds']) else "")
                       + "; a single-block run: "
                       f"{s['run_seconds']:.0f} s, median)\n",
-                      "| estimator | Spearman | top-1 regret | gradient seeds | cost in single-block runs |",
-                      "|---|---:|---:|---:|---:|"]
+                      "| estimator | Spearman | top-1 regret | runs | worst run: Spearman, "
+                      "regret | cost in single-block runs |",
+                      "|---|---:|---:|---:|---|---:|"]
         order = sorted(table, key=lambda n: -statistics.mean(
             [r["spearman"] for r in table[n] if math.isfinite(r["spearman"])] or [-9]))
         for name in order:
@@ -273,11 +286,20 @@ def main() -> None:
                     else f"{statistics.median(secs) / s['run_seconds']:.2f}"
                     if secs and s["run_seconds"] else "–")
             footnote = footnote or cost.endswith("¹")
-            n_seeds = "–" if name.startswith("prior:") else len(rs)
-            est_lines.append(
-                f"| {name} | {mean_sd([r['spearman'] for r in rs if math.isfinite(r['spearman'])])} "
-                f"| {mean_sd([r['regret'] for r in rs if math.isfinite(r['regret'])])} "
-                f"| {n_seeds} | {cost} |")
+            rhos = [r["spearman"] for r in rs if math.isfinite(r["spearman"])]
+            regrets = [r["regret"] for r in rs if math.isfinite(r["regret"])]
+            if name.startswith(("prior:", "metric:")) or len(rs) == 1:
+                # one deterministic computation (depth; a diagnostics file the gradient seeds do
+                # not touch) or one run: a value, not a mean over seeds
+                runs = ("– (free)" if name.startswith("prior:") else "1 run")
+                est_lines.append(f"| {name} | {_value(rhos)} | {_value(regrets)} | {runs} | – "
+                                 f"| {cost} |")
+                continue
+            worst_cost = max(matched) if matched and len(matched) == len(rs) else None
+            worst = (f"{min(rhos):.3f}, {max(regrets):.3f}"
+                     + (f", {worst_cost:.2f} runs" if worst_cost is not None else ""))
+            est_lines.append(f"| {name} | {mean_sd(rhos)} | {mean_sd(regrets)} | "
+                             f"{len(rs)} seeds | {worst} | {cost} |")
     trunc_lines = []
     for s in sweeps:
         trows = truncated_rows(_rows(dest / "sweeps" / s["name"]), s)
