@@ -75,3 +75,27 @@ def test_step_cost_follows_the_shallowest_trained_block():
     assert step_cost([29], 30) == pytest.approx((30 + 2) / 90)
     assert step_cost([0, 1, 2], 30) == pytest.approx(1.0)
     assert step_cost([13, 14, 15], 30) == pytest.approx((30 + 34) / 90)
+
+
+def test_the_estimate_is_sized_below_the_training_and_its_cost_is_said(tmp_path):
+    from layerwise.tuning.recipe import TuneConfig
+
+    def cfg(**kw):
+        return TuneConfig(model=None, task="arithmetic", method="sft", budget="3", out="x", **kw)
+
+    assert cfg(train={"steps": 10, "batch_size": 8}).batches() == 1  # 80 examples: 1 x 8
+    assert cfg(train={"steps": 10, "batch_size": 16}).batches() == 3  # 160 // 48
+    assert cfg(train={"steps": 400, "batch_size": 16}).batches() == 4  # never more than 4
+    assert cfg(train={"steps": 3}, estimator="adam-snr").batches() == 2  # its minimum
+    assert cfg(estimate_batches=4, train={"steps": 3}).batches() == 4  # as given
+
+    choice = _run(tmp_path, "tuned", [1.0] * 6)
+    choice.train_seconds = 14.0
+    result = _Result(choice)
+    result.estimate_seconds = 204.0
+    assert verdict(result)["cost"] == (
+        "the estimate took 204 s, the chosen run's training 14 s: the estimate cost 14.6x the "
+        "training it served (fewer --estimate-batches or --estimate-prompts, or more --steps, "
+        "change that)")
+    result.estimate_seconds = 7.0
+    assert verdict(result)["cost"].endswith("(0.50x)")

@@ -56,6 +56,8 @@ def _verdict_parts(result) -> list[str]:
         return []
     bad = v["headline"].startswith("the choice LOST")
     items = "".join(f"<li>{html.escape(c['sentence'])}</li>" for c in v.get("comparisons", []))
+    if v.get("cost"):
+        items += f"<li>{html.escape(v['cost'])}</li>"
     return [f"<p class=\"{'bad' if bad else 'note'}\"><b>Verdict:</b> "
             f"{html.escape(v['headline'])}.</p>" + (f"<ul>{items}</ul>" if items else ""),
             "<p class=\"help\">Paired over the same held-out items: per item, the chosen run's "

@@ -50,13 +50,27 @@ class TuneConfig:
     estimates: str | None = None  # FILE[:FIELD]; None: the gradient estimators
     estimate_prompts: int = 8
     estimator: str = "adam-gain"  # what ranks the blocks (ESTIMATORS), when no estimates file
-    estimate_batches: int = 4  # batches of estimate_prompts: their mean gradient (adam-snr: >= 2)
+    # batches of estimate_prompts: their mean gradient (adam-snr: >= 2); None: `batches()`
+    estimate_batches: int | None = None
     probe_steps: int = 4  # the probe's AdamW steps per block
     profile_blocks: int = 5  # the profile's blocks, evenly spaced over depth
     profile_steps: int | None = None  # the profile's steps per block (None: steps // (blocks + 1))
     seed: int = 0
     train: dict = field(default_factory=dict)  # TrainConfig options (steps, lr, batch_size, ...)
     full_lr: float | None = None  # the full baseline's learning rate (default: train's)
+
+    def batches(self) -> int:
+        """The gradient estimate's batches: as given, or as many (1-4) as keep its examples at
+        most a sixth of the training's (steps x batch size), so that the estimate — full-depth
+        backward passes — costs less than the run it chooses blocks for (adam-snr: at least 2)."""
+        if self.estimate_batches is not None:
+            return self.estimate_batches
+        from layerwise.training.config import TrainConfig
+
+        examples = (int(self.train.get("steps") or TrainConfig.steps)
+                    * int(self.train.get("batch_size") or TrainConfig.batch_size))
+        auto = max(1, min(4, examples // (6 * max(1, self.estimate_prompts))))
+        return max(auto, 2) if self.estimator == "adam-snr" else auto
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in SETTINGS}
@@ -140,7 +154,7 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
     check_output_dir(cfg.out)
     if cfg.estimator not in ESTIMATORS:
         raise LayerwiseError(f"--estimator {cfg.estimator!r}; valid: {', '.join(ESTIMATORS)}")
-    if cfg.estimate_prompts < 1 or cfg.estimate_batches < 1 or cfg.probe_steps < 1:
+    if cfg.estimate_prompts < 1 or cfg.batches() < 1 or cfg.probe_steps < 1:
         raise LayerwiseError(f"--estimate-prompts {cfg.estimate_prompts}, --estimate-batches "
                              f"{cfg.estimate_batches} and --probe-steps {cfg.probe_steps}: each "
                              "must be >= 1")
@@ -150,7 +164,7 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
     if cfg.estimator == "profile" and cfg.profile_steps is not None and cfg.profile_steps < 2:
         raise LayerwiseError(f"--profile-steps {cfg.profile_steps}: the profile needs at least 2 "
                              "steps per block (it scores steps s/2..s)")
-    if cfg.estimator == "adam-snr" and cfg.estimate_batches < 2:
+    if cfg.estimator == "adam-snr" and cfg.batches() < 2:
         raise LayerwiseError(f"--estimator adam-snr needs --estimate-batches >= 2 (got "
                              f"{cfg.estimate_batches}): it weighs the mean gradient by its "
                              "batch-to-batch spread")
@@ -303,7 +317,7 @@ def _estimate(cfg: TuneConfig, task, loaded, layers) -> tuple[dict, float | None
     train = cfg.train
     start = time.perf_counter()
     norms = gradient_norms(loaded.model, loaded.tokenizer, task, cfg.method,
-                           n_prompts=cfg.estimate_prompts, batches=cfg.estimate_batches,
+                           n_prompts=cfg.estimate_prompts, batches=cfg.batches(),
                            num_generations=int(train.get("num_generations") or 8),
                            max_new_tokens=train.get("max_completion_length"), seed=cfg.seed)
     if cfg.estimator == "probe":

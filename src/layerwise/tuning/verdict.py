@@ -152,7 +152,21 @@ def verdict(result) -> dict:
             headline = ("the evaluation cannot tell the choice from " + ", ".join(tied)
                         + (f"; it beat {', '.join(won)}" if won else "") + f"; {scored}")
     return {"headline": headline, "choice_interval": list(interval) if interval else None,
-            "comparisons": [c.__dict__ | {"sentence": c.sentence()} for c in comparisons]}
+            "comparisons": [c.__dict__ | {"sentence": c.sentence()} for c in comparisons],
+            "cost": cost_sentence(result)}
+
+
+def cost_sentence(result) -> str | None:
+    """The estimate's seconds against the chosen run's training, said plainly when it cost more."""
+    est = getattr(result, "estimate_seconds", None)
+    run = result.run
+    if not est or run is None or not run.train_seconds:
+        return None
+    ratio = est / run.train_seconds
+    return (f"the estimate took {est:.0f} s, the chosen run's training {run.train_seconds:.0f} s"
+            + (f": the estimate cost {ratio:.1f}x the training it served (fewer "
+               "--estimate-batches or --estimate-prompts, or more --steps, change that)"
+               if ratio > 1 else f" ({ratio:.2f}x)"))
 
 
 def step_cost(blocks: list[int], num_blocks: int) -> float:
