@@ -309,6 +309,9 @@ CASES = [
          r"--out .*afile\.txt is a file; expected a directory"),
     # --- tune
     Case("tune", "no budget", ("tune", *T, "--out", "{F}/t1"), r"--budget K\|P% is required"),
+    Case("tune", "a step-cost bound outside (0, 1]",
+         ("tune", *T, "--budget", "1", "--max-step-cost", "0", "--out", "{F}/tsc"),
+         r"--max-step-cost 0: a share of a full backward pass, in \(0, 1\]"),
     Case("tune", "a budget of 0 blocks", ("tune", *T, "--budget", "0", "--out", "{F}/t2"),
          r"--budget 0: train at least one block"),
     Case("tune", "a budget above the model's block count",

@@ -19,6 +19,7 @@ RESULTS = ROOT / "docs" / "results"
 TRACED = {
     "tying_table.py": ("tying/runs", "tying/table.md", None),
     "groundtruth_table.py": ("groundtruth", "groundtruth/table.md", "groundtruth.md"),
+    "groundtruth_policy_table.py": ("groundtruth", "groundtruth/policy.md", "groundtruth.md"),
     "your_data/table.py": ("your_data/runs", "your_data/table.md", "your-data.md"),
 }
 # scripts whose runs are not (yet) kept in the repository: the page must say so in these words

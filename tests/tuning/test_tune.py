@@ -45,7 +45,7 @@ def test_contiguous_top_k_is_top_k():
 def test_a_window_nearly_as_good_as_top_k_wins():
     # top-2 = blocks 0 and 4 (10 + 10); the window 3-4 keeps 9.5 + 10 = 19.5 of 20 (97.5%)
     scores = [10, 0.1, 0.1, 9.5, 10, 0.1]
-    choice = choose({"a": scores, "b": scores}, 2, "a")
+    choice = choose({"a": scores, "b": scores}, 2, "a", max_step_cost=1)
     assert choice.policy == "window" and choice.blocks == [3, 4]
     assert "down to block 3" in choice.reason
 
@@ -60,7 +60,7 @@ def test_the_choice_says_how_much_of_the_estimate_is_depth():
 
 def test_scattered_importance_is_top_k():
     scores = [10, 0.1, 0.1, 0.1, 10, 0.1]
-    choice = choose({"a": scores, "b": scores}, 2, "a")
+    choice = choose({"a": scores, "b": scores}, 2, "a", max_step_cost=1)
     assert choice.policy == "top-K" and choice.blocks == [0, 4]
     assert choice.candidates["window"]["share"] < 0.9 * choice.candidates["top-K"]["share"]
 
@@ -136,7 +136,7 @@ def test_tune_ranks_by_the_profile_of_short_real_runs(capsys, tmp_path):
     argv = ("tune", "--model", "tiny:llama", "--task", "arithmetic", "--budget", "1",
             "--steps", "6", "--n-train", "8", "--eval-n", "2", "--batch-size", "4",
             "--estimator", "profile", "--profile-blocks", "2", "--estimate-prompts", "2",
-            "--estimate-batches", "1", "--out", str(out), "-q")
+            "--estimate-batches", "1", "--max-step-cost", "1", "--out", str(out), "-q")
     code, _, err = run(capsys, *argv)
     assert code == 0, err
     doc = json.loads((out / "tune.json").read_text())
@@ -217,3 +217,19 @@ def test_a_kept_run_of_another_selection_is_refused(tmp_path):
     with pytest.raises(LayerwiseError, match=r"run holds a run with layers='1'; this tune now "
                                              r"trains layers='2': use another --out"):
         _train(cfg, tmp_path / "run", {"layers": "2"}, lambda _: None, "tuned")
+
+
+def test_the_step_cost_bound_keeps_the_choice_off_the_first_blocks():
+    from layerwise.tuning.choose import first_eligible, step_cost
+
+    by_depth = [30.0 - b for b in range(30)]  # an estimate that ranks by depth alone
+    free = choose({"a": by_depth, "b": by_depth}, 3, "a", max_step_cost=1)
+    assert free.blocks == [0, 1, 2]
+    bounded = choose({"a": by_depth, "b": by_depth}, 3, "a")  # the default, 0.8
+    assert first_eligible(30, 3, 0.8) == 9 and step_cost([9], 30) <= 0.8 < step_cost([8], 30)
+    assert bounded.policy == "top-K" and bounded.blocks == [9, 10, 11]
+    assert bounded.candidates["top-K, any depth"] == {
+        "blocks": [0, 1, 2], "share": free.candidates["top-K"]["share"],
+        "excluded_by": "--max-step-cost 0.8"}
+    # a bound that leaves fewer than K blocks still leaves K: the deepest ones
+    assert choose({"a": by_depth, "b": by_depth}, 3, "a", max_step_cost=0.35).blocks == [27, 28, 29]

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from layerwise.tuning.recipe import RunSummary
-from layerwise.tuning.verdict import compare_runs, paired_interval, step_cost, verdict, wilson
+from layerwise.tuning.choose import step_cost
+from layerwise.tuning.verdict import compare_runs, paired_interval, verdict, wilson
 
 
 def _run(tmp_path, label, scores, step=1.0):

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from layerwise.errors import LayerwiseError
 from layerwise.fileio import atomic_write_text, check_output_dir, json_safe, read_json
-from layerwise.tuning.choose import Choice, choose, mid_window, parse_budget
-from layerwise.tuning.verdict import step_cost, verdict
+from layerwise.tuning.choose import MAX_STEP_COST, Choice, choose, mid_window, parse_budget, step_cost
+from layerwise.tuning.verdict import verdict
 
 BASELINES = ("mid", "full", "lora")
 TUNE_FILE = "tune.json"
@@ -35,7 +35,7 @@ ESTIMATORS = ("adam-gain", "adam-snr", "probe", "profile")
 # run of its own, and adding one to a finished tune is how it is meant to be used).
 SETTINGS = ("model", "task", "task_options", "method", "budget", "estimates", "estimator",
             "estimate_prompts", "estimate_batches", "probe_steps", "profile_blocks",
-            "profile_steps", "seed", "train", "full_lr")
+            "profile_steps", "seed", "train", "full_lr", "max_step_cost")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class TuneConfig:
     seed: int = 0
     train: dict = field(default_factory=dict)  # TrainConfig options (steps, lr, batch_size, ...)
     full_lr: float | None = None  # the full baseline's learning rate (default: train's)
+    max_step_cost: float = MAX_STEP_COST  # choose among blocks at most this costly (choose.py)
 
     def batches(self) -> int:
         """The gradient estimate's batches: as given, or as many (1-4) as keep its examples at
@@ -168,6 +169,9 @@ def check(cfg: TuneConfig) -> tuple[Any, dict | None]:
         raise LayerwiseError(f"--estimator adam-snr needs --estimate-batches >= 2 (got "
                              f"{cfg.estimate_batches}): it weighs the mean gradient by its "
                              "batch-to-batch spread")
+    if not 0 < cfg.max_step_cost <= 1:
+        raise LayerwiseError(f"--max-step-cost {cfg.max_step_cost:g}: a share of a full backward "
+                             "pass, in (0, 1] (1: any block)")
     unknown = [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
         raise LayerwiseError(f"--baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
@@ -268,7 +272,8 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     primary = next(iter(estimates))
     # the profile measures training itself (short real runs): adam-gain is shown beside it, not
     # a veto that sends the choice to the middle when the two disagree
-    choice = choose(estimates, k, primary, veto=primary != "profile")
+    choice = choose(estimates, k, primary, veto=primary != "profile",
+                    max_step_cost=cfg.max_step_cost)
     for candidate in choice.candidates.values():  # what each would cost per step, beside its gain
         candidate["step_cost"] = step_cost(candidate["blocks"], layers.num_blocks)
     result = TuneResult(out=str(out), settings=cfg.settings(), num_blocks=layers.num_blocks, k=k,

@@ -167,12 +167,3 @@ def cost_sentence(result) -> str | None:
             + (f": the estimate cost {ratio:.1f}x the training it served (fewer "
                "--estimate-batches or --estimate-prompts, or more --steps, change that)"
                if ratio > 1 else f" ({ratio:.2f}x)"))
-
-
-def step_cost(blocks: list[int], num_blocks: int) -> float:
-    """A selection's step time relative to training every block, from backward depth alone: the
-    forward pass runs through every block, the backward pass (about twice a forward) from the
-    top down to the shallowest trained block."""
-    if not blocks or num_blocks <= 0:
-        return math.nan
-    return (num_blocks + 2 * (num_blocks - min(blocks))) / (3 * num_blocks)
