@@ -1,8 +1,9 @@
 """Tables of the block-schedule comparison (docs/results/run_schedules.sh -> docs/results/schedules.md).
 
-    .venv/bin/python docs/results/schedules_table.py out/schedules
+    .venv/bin/python docs/results/schedules_table.py docs/results/schedules/runs > docs/results/schedules/table.md
 
-Reads OUT/{sft,grpo}/seed*/ARM/metrics.json; prints Markdown (mean ± sd over seeds) to stdout.
+Reads OUT/{sft,grpo}/seed*/ARM/metrics.json (docs/results/schedules/runs, kept by
+run_schedules.sh); prints Markdown (mean ± sd over seeds, then every seed) to stdout.
 Step time: the fastest seed's median step, since other work (tests, CI) shared the 2 cores during
 some runs and only ever makes a step slower.
 """
@@ -71,6 +72,15 @@ def main() -> None:
                   f"{ms[0]['trainable']['params']:,} | "
                   f"{_ms([m['optimizer_state_bytes'] / 2**20 for m in ms], '{:.1f}')} | "
                   f"{min(m['step_seconds_median'] for m in ms):.2f} |")
+        seeds = sorted({m["seed"] for ms in runs.values() for m in ms})
+        print(f"\nPer seed, accuracy ({method.upper()}):\n")
+        print("| arm | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        print("|---|" + "---:|" * len(seeds))
+        for arm, label in ARMS.items():
+            by_seed = {m["seed"]: m["final"]["accuracy"] for m in runs.get(arm, [])}
+            if by_seed:
+                print(f"| {label} | " + " | ".join(
+                    f"{by_seed[s]:.3f}" if s in by_seed else "–" for s in seeds) + " |")
 
 
 if __name__ == "__main__":
