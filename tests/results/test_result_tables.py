@@ -21,8 +21,7 @@ TRACED = {
     "groundtruth_table.py": ("groundtruth", "groundtruth/table.md", "groundtruth.md"),
     "groundtruth_policy_table.py": ("groundtruth", "groundtruth/policy.md", "groundtruth.md"),
     "your_data/table.py": ("your_data/runs", "your_data/table.md", "your-data.md"),
-    # schedules.md's own tables are the earlier, unkept runs until the rerun finishes
-    "schedules_table.py": ("schedules/runs", "schedules/table.md", None),
+    "schedules_table.py": ("schedules/runs", "schedules/table.md", "schedules.md"),
 }
 # scripts whose runs are not (yet) kept in the repository: the page must say so in these words
 PENDING = {
