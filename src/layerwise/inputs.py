@@ -67,16 +67,14 @@ def _files_section(path: Path, files: list[Path], like: dict | None) -> dict:
 def model_dir(spec: str | None) -> Path | None:
     """The directory `load_model(spec)` reads its weights and tokenizer from; None for a tiny
     model, or a hub id not in the local cache."""
-    from layerwise.models.loading import convert_gguf, embedded_gguf_path
+    from layerwise.analysis.checkpoints import resolve_checkpoint
 
     text = spec or "embedded"
     if text.startswith("tiny:"):
         return None
-    if text == "embedded":
-        return convert_gguf(embedded_gguf_path())
     path = Path(text).expanduser()
-    if text.endswith(".gguf") and path.is_file():
-        return convert_gguf(path)
+    if text == "embedded" or (text.endswith(".gguf") and path.is_file()):
+        return resolve_checkpoint(text)  # the converted safetensors directory load_model reads
     if path.is_dir():
         return path.resolve()
     try:

@@ -243,14 +243,18 @@ def check_sweep_inputs(sweep: SweepSpec, store: SweepStore, out, force: bool) ->
     before = store.inputs()
     inputs = sweep_inputs(sweep, like=before)
     sections = ("model", "tokenizer", "data", "code")
-    if store.runs() and not force:
+    if not store.has_runs():
+        return inputs
+    if not force:
         check(before, inputs, f"--out {out}", "the store's runs were made",
               "use another --out, or --force to run this sweep beside them as a separate sweep "
               "(C(k) never mixes the two)", sections=sections)
-    elif store.runs() and (before is None or changes(before, inputs, sections=sections)):
+        return inputs
+    found = ["no record"] if before is None else changes(before, inputs, sections=sections)
+    if found:
         log.warning("--force: the runs already in %s read other inputs (%s); this sweep's runs "
                     "are kept beside them as a separate sweep, and C(k) uses only this one's", out,
-                    "no record" if before is None else changes(before, inputs, sections=sections)[0])
+                    found[0])
     return inputs
 
 

@@ -112,6 +112,9 @@ class SweepStore:
                  json.dumps(metrics, allow_nan=True) if metrics is not None else None, error,
                  (prev[0] + 1) if prev else 1, time.time()))
 
+    def has_runs(self) -> bool:
+        return self._db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+
     def completed_ids(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT run_id FROM runs WHERE status = 'completed'")}
 

@@ -224,12 +224,12 @@ def tune_inputs(cfg: TuneConfig, task, like: dict | None = None) -> dict:
 
 def _check_resume(cfg: TuneConfig, task) -> dict | None:
     """The tune.json already in OUT (None: a new tune), refused if it is of other settings or
-    read other inputs; the inputs record to keep in tune.json is `doc["inputs_now"]`."""
+    read other inputs; its `inputs` is then the record made now, the one to keep."""
     from layerwise.inputs import changes, check
 
     path = Path(cfg.out) / TUNE_FILE
     if not path.is_file():
-        return {"inputs_now": tune_inputs(cfg, task)}
+        return None
     doc = read_json(path)
     theirs = dict(doc.get("settings") or {}) if isinstance(doc.get("settings"), dict) else None
     if theirs is not None:  # a tune written before a setting existed ran at its default
@@ -246,7 +246,7 @@ def _check_resume(cfg: TuneConfig, task) -> dict | None:
     now = tune_inputs(cfg, task, like=before)
     check(before, now, f"--out {cfg.out}", "the tune started", fresh,
           sections=("model", "tokenizer", "data", "code"))
-    return {**doc, "inputs_now": now}
+    return {**doc, "inputs": now}
 
 
 def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> TuneResult:
@@ -255,15 +255,13 @@ def run_tune(cfg: TuneConfig, say: Callable[[str], None] = lambda _: None) -> Tu
     from layerwise.tasks.registry import prepare_task
 
     task, previous = check(cfg)
+    inputs = previous["inputs"] if previous is not None else tune_inputs(cfg, task)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(cfg.model, seed=cfg.seed)
     prepare_task(task, loaded.tokenizer)
     layers = discover_layers(loaded.model)
     k = parse_budget(cfg.budget, layers.num_blocks)
-    inputs = previous.pop("inputs_now")
-    if not previous.get("settings"):
-        previous = None  # a new tune
     if previous is not None and previous.get("estimates"):
         estimates, seconds = previous["estimates"], previous.get("estimate_seconds")
         say(f"estimate: kept from {out / TUNE_FILE}")

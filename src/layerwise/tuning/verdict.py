@@ -97,13 +97,15 @@ def _r(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
-def compare_runs(choice, baseline) -> Comparison:
-    """`choice` and `baseline`: tune RunSummary objects (their directories hold the runs)."""
+def compare_runs(choice, baseline, choice_scores: dict[str, float] | None = None) -> Comparison:
+    """`choice` and `baseline`: tune RunSummary objects (their directories hold the runs);
+    `choice_scores`: the choice's per-item scores, when the caller has read them already."""
     if choice is None or baseline is None or choice.status != "completed" or \
             baseline.status != "completed":
         return Comparison(getattr(baseline, "label", "?"), None, None, None, None, None, 0,
                           "not compared", None, None)
-    a, b = item_scores(choice.directory), item_scores(baseline.directory)
+    a = choice_scores if choice_scores is not None else item_scores(choice.directory)
+    b = item_scores(baseline.directory)
     if a and b:
         diff, low, high, n = paired_interval(a, b)
         outcome = "beat" if low > 0 else "lost to" if high < 0 else "matched"
@@ -117,9 +119,8 @@ def compare_runs(choice, baseline) -> Comparison:
                       n, outcome, choice.median_step_s, baseline.median_step_s)
 
 
-def score_interval(run) -> tuple[float, float] | None:
-    """A 0/1-scored run's Wilson interval (None for graded scores or without records)."""
-    scores = item_scores(run.directory) if run is not None else None
+def score_interval(scores: dict[str, float] | None) -> tuple[float, float] | None:
+    """The Wilson interval of 0/1 per-item scores (None for graded scores or without records)."""
     if not scores or any(s not in (0.0, 1.0) for s in scores.values()):
         return None
     return wilson(sum(scores.values()), len(scores))
@@ -127,19 +128,18 @@ def score_interval(run) -> tuple[float, float] | None:
 
 def verdict(result) -> dict:
     """{"headline": one sentence, "comparisons": [...], "choice_interval": [lo, hi] | None}."""
-    comparisons = [compare_runs(result.run, b) for b in result.baselines.values()]
     run = result.run
-    interval = score_interval(run)
+    scores = item_scores(run.directory) if run is not None else None  # read once
+    comparisons = [compare_runs(run, b, scores) for b in result.baselines.values()]
+    interval = score_interval(scores)
+    scored = (f"the choice scored {_r(run.score_after if run else None)}"
+              + (f" (95% CI {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""))
     if run is None or run.status != "completed":
         headline = "the chosen run did not complete: no verdict"
     elif not comparisons:
-        headline = (f"the choice scored {_r(run.score_after)}"
-                    + (f" (95% CI {interval[0]:.3f} to {interval[1]:.3f})" if interval else "")
-                    + f", from {_r(run.score_before)} before; no baseline was run to compare with "
-                    "(--baseline mid,full,lora)")
+        headline = (f"{scored}, from {_r(run.score_before)} before; no baseline was run to "
+                    "compare with (--baseline mid,full,lora)")
     else:
-        scored = (f"the choice scored {_r(run.score_after)}"
-                  + (f" (95% CI {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""))
         lost = [c.baseline for c in comparisons if c.outcome == "lost to"]
         tied = [c.baseline for c in comparisons if c.outcome == "matched"]
         won = [c.baseline for c in comparisons if c.outcome == "beat"]
